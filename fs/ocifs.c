@@ -1,0 +1,411 @@
+/* ocifs.c - FUSE front end: options, main, and thin callbacks that
+ * translate to tree_*() calls (which return 0 or -errno). */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "tree.h"
+#include "blobcache.h"
+#include "client.h"
+
+struct options {
+	char *cache;
+	unsigned tag_ttl;
+	unsigned timeout;
+	unsigned retries;
+	unsigned page_size;
+	int show_help;
+	int show_version;
+	int debug;
+	const char **registries;	/* NULL-terminated */
+	size_t n_registries;
+	const char **insecure;		/* NULL-terminated */
+	size_t n_insecure;
+};
+
+enum { KEY_REGISTRY, KEY_INSECURE, KEY_DEBUG };
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+static const struct fuse_opt option_spec[] = {
+	OPT("cache=%s", cache),
+	OPT("tag_ttl=%u", tag_ttl),
+	OPT("timeout=%u", timeout),
+	OPT("retries=%u", retries),
+	OPT("page_size=%u", page_size),
+	OPT("-h", show_help),
+	OPT("--help", show_help),
+	OPT("-V", show_version),
+	OPT("--version", show_version),
+	FUSE_OPT_KEY("registry=%s", KEY_REGISTRY),
+	FUSE_OPT_KEY("insecure=%s", KEY_INSECURE),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_END
+};
+
+static struct tree *tree;
+static time_t mount_time;
+
+static int push(const char ***v, size_t *n, const char *s)
+{
+	const char **nv = realloc(*v, (*n + 2) * sizeof(*nv));
+
+	if (!nv)
+		return -1;
+	nv[(*n)++] = s;
+	nv[*n] = NULL;
+	*v = nv;
+	return 0;
+}
+
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_REGISTRY:
+		return push(&o->registries, &o->n_registries, strchr(arg, '=') + 1) ? -1 : 0;
+	case KEY_INSECURE:
+		return push(&o->insecure, &o->n_insecure, strchr(arg, '=') + 1) ? -1 : 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		return 1;	/* keep it for libfuse too */
+	default:
+		return 1;
+	}
+}
+
+static void fill_stat(const struct tree_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = (a->dir ? S_IFDIR : S_IFREG) | a->mode;
+	st->st_nlink = a->dir ? 2 : 1;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+}
+
+static void *oc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	(void)conn;
+	cfg->use_ino = 0;
+	/* Tags move: let the kernel re-ask after a second; our caches answer. */
+	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = 1.0;
+	cfg->negative_timeout = 1.0;
+	return NULL;
+}
+
+static int oc_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct tree_attr a;
+	int ret;
+
+	(void)fi;
+	ret = tree_getattr(tree, path, &a);
+	if (ret == 0)
+		fill_stat(&a, st);
+	return ret;
+}
+
+struct fill_ctx {
+	void *buf;
+	fuse_fill_dir_t filler;
+};
+
+static int fill_one(void *ctx, const char *name, const struct tree_attr *a)
+{
+	struct fill_ctx *c = ctx;
+	struct stat st;
+
+	fill_stat(a, &st);
+	return c->filler(c->buf, name, &st, 0, 0);
+}
+
+static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct fill_ctx c = { buf, filler };
+
+	(void)off;
+	(void)fi;
+	(void)flags;
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	return tree_readdir(tree, path, fill_one, &c);
+}
+
+static int oc_open(const char *path, struct fuse_file_info *fi)
+{
+	int fd;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EROFS;
+	fd = tree_open(tree, path);
+	if (fd < 0)
+		return fd;
+	fi->fh = (uint64_t)fd;
+	fi->keep_cache = 1;	/* content-addressed: never stale */
+	return 0;
+}
+
+static int oc_read(const char *path, char *buf, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)path;
+	n = pread((int)fi->fh, buf, size, off);
+	return n < 0 ? -errno : (int)n;
+}
+
+/* Let libfuse splice straight from the cache file. */
+static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fuse_bufvec *v = malloc(sizeof(*v));
+
+	(void)path;
+	if (!v)
+		return -ENOMEM;
+	*v = FUSE_BUFVEC_INIT(size);
+	v->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	v->buf[0].fd = (int)fi->fh;
+	v->buf[0].pos = off;
+	*bufp = v;
+	return 0;
+}
+
+static int oc_release(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	close((int)fi->fh);
+	return 0;
+}
+
+static int oc_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	return tree_getxattr(tree, path, name, value, size);
+}
+
+static int oc_listxattr(const char *path, char *list, size_t size)
+{
+	return tree_listxattr(tree, path, list, size);
+}
+
+static int oc_statfs(const char *path, struct statvfs *sv)
+{
+	(void)path;
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = 4096;
+	sv->f_frsize = 4096;
+	sv->f_namemax = 255;
+	sv->f_flag = ST_RDONLY;
+	return 0;
+}
+
+/* Everything that would change the tree. */
+static int oc_erofs_mk(const char *p, mode_t m) { (void)p; (void)m; return -EROFS; }
+static int oc_erofs_p(const char *p) { (void)p; return -EROFS; }
+static int oc_erofs_pp(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int oc_erofs_rename(const char *a, const char *b, unsigned int f)
+{ (void)a; (void)b; (void)f; return -EROFS; }
+static int oc_erofs_chmod(const char *p, mode_t m, struct fuse_file_info *fi)
+{ (void)p; (void)m; (void)fi; return -EROFS; }
+static int oc_erofs_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi)
+{ (void)p; (void)u; (void)g; (void)fi; return -EROFS; }
+static int oc_erofs_truncate(const char *p, off_t o, struct fuse_file_info *fi)
+{ (void)p; (void)o; (void)fi; return -EROFS; }
+static int oc_erofs_create(const char *p, mode_t m, struct fuse_file_info *fi)
+{ (void)p; (void)m; (void)fi; return -EROFS; }
+static int oc_erofs_write(const char *p, const char *b, size_t s, off_t o,
+			  struct fuse_file_info *fi)
+{ (void)p; (void)b; (void)s; (void)o; (void)fi; return -EROFS; }
+static int oc_erofs_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi)
+{ (void)p; (void)tv; (void)fi; return -EROFS; }
+static int oc_erofs_setxattr(const char *p, const char *n, const char *v, size_t s, int f)
+{ (void)p; (void)n; (void)v; (void)s; (void)f; return -EROFS; }
+static int oc_erofs_removexattr(const char *p, const char *n) { (void)p; (void)n; return -EROFS; }
+
+static const struct fuse_operations oc_ops = {
+	.init = oc_init,
+	.getattr = oc_getattr,
+	.readdir = oc_readdir,
+	.open = oc_open,
+	.read = oc_read,
+	.read_buf = oc_read_buf,
+	.release = oc_release,
+	.getxattr = oc_getxattr,
+	.listxattr = oc_listxattr,
+	.statfs = oc_statfs,
+	.mkdir = oc_erofs_mk,
+	.unlink = oc_erofs_p,
+	.rmdir = oc_erofs_p,
+	.symlink = oc_erofs_pp,
+	.link = oc_erofs_pp,
+	.rename = oc_erofs_rename,
+	.chmod = oc_erofs_chmod,
+	.chown = oc_erofs_chown,
+	.truncate = oc_erofs_truncate,
+	.create = oc_erofs_create,
+	.write = oc_erofs_write,
+	.utimens = oc_erofs_utimens,
+	.setxattr = oc_erofs_setxattr,
+	.removexattr = oc_erofs_removexattr,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+	       "Mount OCI / Docker registries as a read-only filesystem:\n"
+	       "  MOUNTPOINT/<registry>/<repository>/<tag>/manifest.json ...\n\n"
+	       "ocifs options:\n"
+	       "    -o cache=DIR           blob cache (default $XDG_CACHE_HOME/ocifs\n"
+	       "                           or ~/.cache/ocifs)\n"
+	       "    -o tag_ttl=SECONDS     how long tag, tag-list and catalog answers\n"
+	       "                           are trusted (default 60)\n"
+	       "    -o registry=HOST       list HOST in the root directory (repeatable)\n"
+	       "    -o insecure=HOST       plain HTTP for HOST (repeatable; always for\n"
+	       "                           localhost and 127.0.0.0/8)\n"
+	       "    -o timeout=SECONDS     connect and stall timeout (default 30)\n"
+	       "    -o retries=N           retries of 429/5xx/dropped requests (default 3)\n"
+	       "    -V   --version         print versions and exit\n"
+	       "    -h   --help            print this help and exit\n\n",
+	       prog);
+}
+
+static char *default_cache(void)
+{
+	const char *x = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	char *s = NULL;
+
+	if (x && *x == '/') {
+		if (asprintf(&s, "%s/ocifs", x) < 0)
+			s = NULL;
+	} else if (home && *home) {
+		if (asprintf(&s, "%s/.cache/ocifs", home) < 0)
+			s = NULL;
+	}
+	return s;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = { .tag_ttl = 60, .timeout = 30, .retries = 3 };
+	struct fuse_cmdline_opts cl = { 0 };
+	struct fuse_loop_config *loop = NULL;
+	struct fuse *fuse = NULL;
+	struct tree_opts to;
+	char *cache_abs = NULL;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
+		return 1;
+	if (o.show_version) {
+		printf("ocifs %s\n", OCIFS_VERSION);
+		printf("libfuse %s\n", fuse_pkgversion());
+		regclient_print_versions(stdout);
+		blobcache_print_versions(stdout);
+		ret = 0;
+		goto out_args;
+	}
+	if (fuse_parse_cmdline(&args, &cl) != 0)
+		goto out_args;
+	if (o.show_help || cl.show_help) {
+		usage(argv[0]);
+		printf("FUSE options:\n");
+		fuse_cmdline_help();
+		fuse_lib_help(&args);
+		ret = 0;
+		goto out_args;
+	}
+	if (!cl.mountpoint) {
+		fprintf(stderr, "%s: no mount point given\nTry '%s --help'.\n", argv[0], argv[0]);
+		goto out_args;
+	}
+	if (!o.cache)
+		o.cache = default_cache();
+	if (!o.cache) {
+		fprintf(stderr, "ocifs: no cache directory: set -o cache=DIR or HOME\n");
+		goto out_args;
+	}
+	log_setup(o.debug, false);
+
+	to = (struct tree_opts){
+		.cache_dir = o.cache,
+		.tag_ttl = o.tag_ttl,
+		.registries = o.registries,
+		.insecure = o.insecure,
+		.timeout = o.timeout,
+		.retries = o.retries,
+		.page_size = o.page_size,
+	};
+	ret = tree_new(&to, &tree);
+	if (ret < 0) {
+		fprintf(stderr, "ocifs: cache %s: %s\n", o.cache, strerror(-ret));
+		ret = 1;
+		goto out_args;
+	}
+	ret = 1;
+	mount_time = time(NULL);
+
+	/* Read-only at the kernel too: writes fail with EROFS before us. */
+	fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=ocifs,subtype=ocifs");
+	fuse = fuse_new(&args, &oc_ops, sizeof(oc_ops), NULL);
+	if (!fuse)
+		goto out_tree;
+	if (fuse_mount(fuse, cl.mountpoint) != 0)
+		goto out_destroy;
+	if (fuse_daemonize(cl.foreground) != 0)
+		goto out_unmount;
+	if (!cl.foreground)
+		log_setup(o.debug, true);
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
+	if (cl.singlethread) {
+		ret = fuse_loop(fuse) ? 1 : 0;
+	} else {
+		loop = fuse_loop_cfg_create();
+		if (!loop)
+			goto out_signals;
+		fuse_loop_cfg_set_clone_fd(loop, (unsigned)cl.clone_fd);
+		fuse_loop_cfg_set_max_threads(loop, cl.max_threads ? cl.max_threads : 16);
+		fuse_loop_cfg_set_idle_threads(loop, cl.max_idle_threads);
+		ret = fuse_loop_mt(fuse, loop) ? 1 : 0;
+	}
+out_signals:
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_unmount:
+	fuse_unmount(fuse);
+out_destroy:
+	fuse_destroy(fuse);
+	fuse_loop_cfg_destroy(loop);
+out_tree:
+	tree_free(tree);
+out_args:
+	free(cache_abs);
+	free(cl.mountpoint);
+	free(o.registries);
+	free(o.insecure);
+	free(o.cache);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,56 @@
+/* tree.h - the namespace: registries, repositories, tags, artifacts.
+ *
+ * Paths are the mount's paths ("/127.0.0.1:5000/a/b/1.0/manifest.json").
+ * The tree resolves them lazily against the registry, caching manifests by
+ * digest (for the mount's life) and tag answers, tag lists and catalogs
+ * for tag_ttl seconds. No FUSE here: fs/ocifs.c translates.
+ *
+ * Name resolution, for /<registry>/<c1>/.../<cn>: the shortest prefix
+ * c1..ck that is a repository with c(k+1) as a tag or digest wins, so a
+ * tag shadows a sub-repository of the same name (reach that one through a
+ * registry or reference mount, or by its catalog path under a digest).
+ */
+#ifndef OCIFS_TREE_H
+#define OCIFS_TREE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct tree_opts {
+	const char *cache_dir;
+	unsigned tag_ttl;		/* seconds */
+	const char *const *registries;	/* NULL-terminated, shown in / */
+	const char *const *insecure;	/* NULL-terminated */
+	long timeout;			/* seconds */
+	unsigned retries;
+	unsigned page_size;		/* listing page size asked for */
+};
+
+struct tree;
+
+int tree_new(const struct tree_opts *o, struct tree **out);
+void tree_free(struct tree *t);
+
+struct tree_attr {
+	bool dir;
+	uint64_t size;
+	mode_t mode;	/* permission bits */
+};
+
+int tree_getattr(struct tree *t, const char *path, struct tree_attr *out);
+
+/* Calls @fill for each entry of directory @path; a non-zero return stops. */
+typedef int (*tree_fill_fn)(void *ctx, const char *name, const struct tree_attr *a);
+int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx);
+
+/* Open the file at @path for reading: returns an fd into the cache
+ * (downloading and verifying first if needed) or -errno. */
+int tree_open(struct tree *t, const char *path);
+
+/* Extended attribute @name of @path into @buf (size 0: return the
+ * length). -ENODATA when absent. */
+int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf, size_t size);
+int tree_listxattr(struct tree *t, const char *path, char *buf, size_t size);
+
+#endif

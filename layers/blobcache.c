@@ -1,0 +1,462 @@
+/* blobcache.c - verified blob store with single-flight downloads. */
+#include "blobcache.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A download in progress. Protected by blobcache.lock. */
+struct inflight {
+	char hex[65];
+	bool done;
+	int result;
+	unsigned waiters;
+	pthread_cond_t cond;
+	struct inflight *next;
+};
+
+struct blobcache {
+	int root_fd;		/* the cache root, all paths relative to it */
+	pthread_mutex_t lock;
+	struct inflight *inflight;	/* lock */
+	uint64_t downloads;		/* lock */
+};
+
+static int mkdir_p_at(int dfd, const char *path)
+{
+	char buf[256];
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+			*p = '\0';
+			if (mkdirat(dfd, buf, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = c;
+			if (!c)
+				return 0;
+		}
+	}
+}
+
+static int mkdir_p(const char *path)
+{
+	char *buf = strdup(path);
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+			*p = '\0';
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+				ret = -errno;
+				break;
+			}
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	free(buf);
+	return ret;
+}
+
+static void clean_tmp(int root_fd)
+{
+	int fd = openat(root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *e;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			unlinkat(fd, e->d_name, 0);
+	closedir(d);
+}
+
+int blobcache_new(const char *root, struct blobcache **out)
+{
+	struct blobcache *bc;
+	int ret;
+
+	ret = mkdir_p(root);
+	if (ret < 0)
+		return ret;
+	bc = calloc(1, sizeof(*bc));
+	if (!bc)
+		return -ENOMEM;
+	bc->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (bc->root_fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	ret = mkdir_p_at(bc->root_fd, "blobs/sha256");
+	if (ret == 0)
+		ret = mkdir_p_at(bc->root_fd, "tmp");
+	if (ret < 0)
+		goto out_close;
+	clean_tmp(bc->root_fd);
+	pthread_mutex_init(&bc->lock, NULL);
+	*out = bc;
+	return 0;
+out_close:
+	close(bc->root_fd);
+out_free:
+	free(bc);
+	return ret;
+}
+
+void blobcache_free(struct blobcache *bc)
+{
+	if (!bc)
+		return;
+	close(bc->root_fd);
+	pthread_mutex_destroy(&bc->lock);
+	free(bc);
+}
+
+uint64_t blobcache_downloads(struct blobcache *bc)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&bc->lock);
+	n = bc->downloads;
+	pthread_mutex_unlock(&bc->lock);
+	return n;
+}
+
+static const char *hex_of(const char *digest)
+{
+	return digest + 7;	/* callers pass validated sha256:<hex> */
+}
+
+static void hex_encode(const unsigned char *md, char out[65])
+{
+	static const char x[] = "0123456789abcdef";
+
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = x[md[i] >> 4];
+		out[2 * i + 1] = x[md[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+void blobcache_digest_of(const void *buf, size_t len, char out[72])
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL);
+	memcpy(out, "sha256:", 7);
+	hex_encode(md, out + 7);
+}
+
+/* The download sink: bytes go to the temp file and the hash. */
+struct dl {
+	int fd;
+	EVP_MD_CTX *md;
+	uint64_t got, want;
+};
+
+static int dl_sink(void *arg, const void *data, size_t len)
+{
+	struct dl *d = arg;
+	const char *p = data;
+
+	if (!data) {	/* restart */
+		d->got = 0;
+		if (ftruncate(d->fd, 0) < 0 || lseek(d->fd, 0, SEEK_SET) < 0)
+			return -errno;
+		return EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
+	}
+	if (d->got + len > d->want)
+		return -EBADMSG;	/* longer than the descriptor says: stop early */
+	d->got += len;
+	if (EVP_DigestUpdate(d->md, data, len) != 1)
+		return -EIO;
+	while (len) {
+		ssize_t n = write(d->fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int final_path(const char *digest, char out[96])
+{
+	snprintf(out, 96, "blobs/sha256/%s", hex_of(digest));
+	return 0;
+}
+
+/* Does the file at @fd hash to @hex? */
+static bool file_matches(int fd, const char *hex)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char buf[65536], out[32];
+	unsigned int outlen = 0;
+	char got[65];
+	off_t off = 0;
+	ssize_t n;
+	bool ok = false;
+
+	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		goto out;
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		EVP_DigestUpdate(md, buf, (size_t)n);
+		off += n;
+	}
+	if (n == 0 && EVP_DigestFinal_ex(md, out, &outlen) == 1) {
+		hex_encode(out, got);
+		ok = strcmp(got, hex) == 0;
+	}
+out:
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+static int open_existing(struct blobcache *bc, const char *digest, uint64_t size)
+{
+	char path[96];
+	struct stat st;
+	int fd;
+
+	final_path(digest, path);
+	fd = openat(bc->root_fd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size == size)
+		return fd;
+	/* Sizes disagree: either the descriptor lies (the file is fine:
+	 * refuse) or the file was cut short by a crash of the machine (drop
+	 * it and fetch again). Rare, so hashing is affordable. */
+	if (file_matches(fd, hex_of(digest))) {
+		close(fd);
+		return -EBADMSG;
+	}
+	close(fd);
+	unlinkat(bc->root_fd, path, 0);
+	return -ENOENT;
+}
+
+/* Download into tmp/, verify, rename into blobs/. Called unlocked. */
+static int download(struct blobcache *bc, const char *digest, uint64_t size,
+		    blobcache_fetch_fn fetch, void *arg)
+{
+	char tmp[128], path[96], hex[65];
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	struct dl d = { .want = size };
+	int ret;
+
+	int tfd = -1;
+
+	/* mkstemp() wants a path; we work relative to the root fd instead. */
+	for (int tries = 0; tries < 16 && tfd < 0; tries++) {
+		char name[128];
+		snprintf(name, sizeof(name), "tmp/%.16s.%08x%08x", hex_of(digest), (unsigned)rand(),
+			 (unsigned)rand());
+		tfd = openat(bc->root_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+		if (tfd >= 0)
+			snprintf(tmp, sizeof(tmp), "%s", name);
+		else if (errno != EEXIST)
+			return -errno;
+	}
+	if (tfd < 0)
+		return -EEXIST;
+	d.fd = tfd;
+	d.md = EVP_MD_CTX_new();
+	if (!d.md || EVP_DigestInit_ex(d.md, EVP_sha256(), NULL) != 1) {
+		ret = -ENOMEM;
+		goto out_unlink;
+	}
+	ret = fetch(arg, dl_sink, &d);
+	if (ret < 0)
+		goto out_unlink;
+	if (d.got != size || EVP_DigestFinal_ex(d.md, md, &mdlen) != 1) {
+		ret = -EBADMSG;
+		goto out_unlink;
+	}
+	hex_encode(md, hex);
+	if (strcmp(hex, hex_of(digest)) != 0) {
+		ret = -EBADMSG;
+		goto out_unlink;
+	}
+	final_path(digest, path);
+	if (renameat(bc->root_fd, tmp, bc->root_fd, path) < 0) {
+		ret = -errno;
+		goto out_unlink;
+	}
+	EVP_MD_CTX_free(d.md);
+	close(tfd);
+	return 0;
+out_unlink:
+	EVP_MD_CTX_free(d.md);
+	close(tfd);
+	unlinkat(bc->root_fd, tmp, 0);
+	return ret;
+}
+
+int blobcache_open(struct blobcache *bc, const char *digest, uint64_t size,
+		   blobcache_fetch_fn fetch, void *arg)
+{
+	struct inflight *f, **pp;
+	int fd, ret;
+
+	for (;;) {
+		fd = open_existing(bc, digest, size);
+		if (fd >= 0 || fd != -ENOENT)
+			return fd;
+		if (!fetch)
+			return -ENOENT;
+
+		pthread_mutex_lock(&bc->lock);
+		for (f = bc->inflight; f; f = f->next)
+			if (!strcmp(f->hex, hex_of(digest)))
+				break;
+		if (f) {
+			/* Someone is downloading it: wait, then take their result. */
+			f->waiters++;
+			while (!f->done)
+				pthread_cond_wait(&f->cond, &bc->lock);
+			ret = f->result;
+			if (--f->waiters == 0) {
+				pthread_cond_destroy(&f->cond);
+				free(f);
+			}
+			pthread_mutex_unlock(&bc->lock);
+			if (ret < 0)
+				return ret;
+			continue;	/* open the file they stored */
+		}
+		f = calloc(1, sizeof(*f));
+		if (!f) {
+			pthread_mutex_unlock(&bc->lock);
+			return -ENOMEM;
+		}
+		snprintf(f->hex, sizeof(f->hex), "%s", hex_of(digest));
+		pthread_cond_init(&f->cond, NULL);
+		f->waiters = 1;	/* ourselves */
+		f->next = bc->inflight;
+		bc->inflight = f;
+		bc->downloads++;
+		pthread_mutex_unlock(&bc->lock);
+
+		/* It may have landed between our open and taking the lock. */
+		fd = open_existing(bc, digest, size);
+		ret = fd >= 0 ? 0 : download(bc, digest, size, fetch, arg);
+
+		pthread_mutex_lock(&bc->lock);
+		for (pp = &bc->inflight; *pp != f; pp = &(*pp)->next)
+			;
+		*pp = f->next;
+		f->done = true;
+		f->result = ret;
+		pthread_cond_broadcast(&f->cond);
+		if (--f->waiters == 0) {
+			pthread_cond_destroy(&f->cond);
+			free(f);
+		}
+		pthread_mutex_unlock(&bc->lock);
+		if (fd >= 0)
+			return fd;
+		if (ret < 0)
+			return ret;
+		return open_existing(bc, digest, size);
+	}
+}
+
+struct membuf {
+	const char *p;
+	size_t len;
+};
+
+static int membuf_fetch(void *arg, reg_sink_fn sink, void *sink_arg)
+{
+	struct membuf *m = arg;
+
+	return sink(sink_arg, m->p, m->len);
+}
+
+int blobcache_put(struct blobcache *bc, const char *digest, const void *buf, size_t len)
+{
+	struct membuf m = { buf, len };
+	int fd;
+
+	fd = blobcache_open(bc, digest, len, membuf_fetch, &m);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
+int blobcache_read_all(struct blobcache *bc, const char *digest, size_t max, char **out,
+		       size_t *out_len)
+{
+	char path[96];
+	struct stat st;
+	char *buf;
+	size_t got = 0;
+	int fd, ret;
+
+	final_path(digest, path);
+	fd = openat(bc->root_fd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	if ((uint64_t)st.st_size > max) {
+		ret = -EFBIG;
+		goto out_close;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out_close;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n <= 0) {
+			free(buf);
+			ret = n < 0 ? -errno : -EIO;
+			goto out_close;
+		}
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*out_len = got;
+	ret = 0;
+out_close:
+	close(fd);
+	return ret;
+}
+
+void blobcache_print_versions(FILE *f)
+{
+	fprintf(f, "%s\n", OpenSSL_version(OPENSSL_VERSION));
+}

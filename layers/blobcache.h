@@ -1,0 +1,54 @@
+/* blobcache.h - the digest-addressed, verified blob store.
+ *
+ * Layout under the cache root, as in an OCI image layout:
+ *   blobs/sha256/<hex>   verified content, never partial
+ *   tmp/                 downloads in progress; emptied by blobcache_new()
+ *
+ * A blob enters blobs/ only by rename(2) after its SHA-256 matched, so a
+ * crash at any point leaves a valid cache. Concurrent opens of one cold
+ * blob share a single download ("single flight").
+ */
+#ifndef OCIFS_BLOBCACHE_H
+#define OCIFS_BLOBCACHE_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "client.h"	/* reg_sink_fn */
+
+struct blobcache;
+
+/* Create (mkdir -p) the layout under @root and clear tmp/. Returns 0 and
+ * *out, or -errno. Free with blobcache_free(). */
+int blobcache_new(const char *root, struct blobcache **out);
+void blobcache_free(struct blobcache *bc);
+
+/* Produces the blob's bytes by calling @sink; returns 0 or -errno. */
+typedef int (*blobcache_fetch_fn)(void *arg, reg_sink_fn sink, void *sink_arg);
+
+/* Open @digest ("sha256:<hex>") read-only, downloading it with @fetch when
+ * absent. @size is the expected size from the descriptor. Returns an fd
+ * the caller closes, or -ENOENT (absent and @fetch NULL), -EBADMSG (digest
+ * or size mismatch: nothing is kept), or the fetch error. */
+int blobcache_open(struct blobcache *bc, const char *digest, uint64_t size,
+		   blobcache_fetch_fn fetch, void *arg);
+
+/* Store @len bytes that must hash to @digest (manifests). A
+ * mismatch is -EBADMSG. Storing an existing blob is a no-op. */
+int blobcache_put(struct blobcache *bc, const char *digest, const void *buf, size_t len);
+
+/* Read a whole cached blob of at most @max bytes into a malloc'd buffer. */
+int blobcache_read_all(struct blobcache *bc, const char *digest, size_t max,
+		       char **out, size_t *out_len);
+
+/* sha256:<hex> of @len bytes, into @out (72 bytes). */
+void blobcache_digest_of(const void *buf, size_t len, char out[72]);
+
+/* The number of downloads started since creation (tests, stats). */
+uint64_t blobcache_downloads(struct blobcache *bc);
+
+/* Print the version of OpenSSL's libcrypto in use. */
+void blobcache_print_versions(FILE *f);
+
+#endif

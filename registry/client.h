@@ -1,0 +1,96 @@
+/* client.h - the distribution-spec HTTP client.
+ *
+ * One struct regclient per mount: a curl share handle gives every thread
+ * the same connection cache, DNS cache and TLS sessions. Each call is
+ * synchronous and thread-safe. Registry names are the tree's names
+ * ("docker.io"); the client maps them to endpoints and repository names.
+ *
+ * Every function returns 0 or a negative errno, mapped once in
+ * reg_errno(): 404 -> ENOENT, 401/403 -> EACCES, 429 -> EAGAIN,
+ * unreachable -> EHOSTUNREACH, timeout -> ETIMEDOUT, others -> EIO.
+ * Details for the log land in a struct reg_error the caller provides.
+ */
+#ifndef OCIFS_CLIENT_H
+#define OCIFS_CLIENT_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#define REG_LIST_MAX 100000	/* tags or repositories in one listing */
+#define REG_ERRBODY_MAX 16384	/* bytes of an error body we keep */
+
+struct reg_error {
+	long status;		/* HTTP status, 0 if no response */
+	char code[40];		/* registry error code, e.g. "MANIFEST_UNKNOWN" */
+	char message[200];	/* registry message or transport error */
+};
+
+struct regclient_opts {
+	const char *const *insecure;	/* NULL-terminated hosts allowed plain HTTP */
+	long timeout;			/* seconds: connect, and stall on transfers */
+	unsigned retries;		/* extra attempts for 429/5xx/dropped links */
+	/* Called after each HTTP exchange when set (debug log); never sees
+	 * credentials. */
+	void (*trace)(void *arg, const char *method, const char *url,
+		      long status, double seconds);
+	void *trace_arg;
+};
+
+struct strlist {
+	char **v;
+	size_t n;
+};
+void strlist_release(struct strlist *l);
+
+struct regclient;
+
+/* Returns NULL on ENOMEM or if curl cannot be set up. */
+struct regclient *regclient_new(const struct regclient_opts *opts);
+void regclient_free(struct regclient *rc);
+
+/* A fetched manifest: body bytes, the Content-Type and the digest the
+ * registry claims (Docker-Content-Digest, may be NULL). Caller releases. */
+struct reg_manifest {
+	char *body;
+	size_t len;
+	char *content_type;
+	char *digest_header;
+};
+void reg_manifest_release(struct reg_manifest *m);
+
+/* GET /v2/<repo>/manifests/<ref>. The body is capped at
+ * MANIFEST_MAX_BYTES (-EFBIG beyond). */
+int regclient_get_manifest(struct regclient *rc, const char *registry,
+			   const char *repo, const char *reference,
+			   struct reg_manifest *out, struct reg_error *err);
+
+/* GET /v2/<repo>/tags/list, following pagination. */
+int regclient_list_tags(struct regclient *rc, const char *registry,
+			const char *repo, struct strlist *out,
+			struct reg_error *err);
+
+/* GET /v2/_catalog, following pagination. */
+int regclient_list_catalog(struct regclient *rc, const char *registry,
+			   struct strlist *out, struct reg_error *err);
+
+/* Receives a blob's bytes in order. (NULL, 0) means "start over": a retry
+ * restarts the transfer. Return 0 or -errno to abort. */
+typedef int (*reg_sink_fn)(void *arg, const void *data, size_t len);
+
+/* GET /v2/<repo>/blobs/<digest>, following redirects, streaming to @sink.
+ * The caller verifies the digest. */
+int regclient_get_blob(struct regclient *rc, const char *registry,
+		       const char *repo, const char *digest, reg_sink_fn sink,
+		       void *sink_arg, struct reg_error *err);
+
+/* The errno for an HTTP status and registry error code. */
+int reg_errno(long status, const char *code);
+
+/* Set the page size asked for in listings (tests use small pages). */
+void regclient_set_page_size(struct regclient *rc, unsigned n);
+
+/* Print the versions of libcurl and jansson in use, a line each. */
+void regclient_print_versions(FILE *f);
+
+#endif

@@ -1,0 +1,237 @@
+/* manifest.c - manifest and index parsing with jansson. */
+#include "manifest.h"
+#include "ref.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TITLE_KEY "org.opencontainers.image.title"
+
+bool manifest_title_is_safe(const char *t)
+{
+	const char *p = t;
+
+	if (!t || !*t || *t == '/')
+		return false;
+	for (const unsigned char *c = (const unsigned char *)t; *c; c++)
+		if (*c < 0x20 || *c == 0x7f)
+			return false;
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len == 0 || len > 255)
+			return false;
+		if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (!slash)
+			return true;
+		p = slash + 1;
+	}
+}
+
+static char *dup_str(json_t *obj, const char *key)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+
+	return s ? strdup(s) : NULL;
+}
+
+static void descriptor_release(struct descriptor *d)
+{
+	free(d->media_type);
+	free(d->digest);
+	free(d->title);
+	free(d->artifact_type);
+	free(d->annotations);
+	free(d->platform.os);
+	free(d->platform.architecture);
+	free(d->platform.variant);
+}
+
+static char *annotations_text(json_t *obj)
+{
+	json_t *a = json_object_get(obj, "annotations");
+
+	if (!json_is_object(a))
+		return NULL;
+	return json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+static int descriptor_parse(json_t *j, struct descriptor *d, const char **why)
+{
+	json_t *size, *plat;
+	const char *digest, *mt;
+
+	memset(d, 0, sizeof(*d));
+	if (!json_is_object(j)) {
+		*why = "descriptor is not an object";
+		return -EINVAL;
+	}
+	mt = json_string_value(json_object_get(j, "mediaType"));
+	digest = json_string_value(json_object_get(j, "digest"));
+	size = json_object_get(j, "size");
+	if (!mt || !*mt) {
+		*why = "descriptor without mediaType";
+		return -EINVAL;
+	}
+	if (!digest || !ref_valid_digest(digest)) {
+		*why = "descriptor digest missing or not sha256:<64 hex>";
+		return -EINVAL;
+	}
+	if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+	    (uint64_t)json_integer_value(size) > DESCRIPTOR_MAX_SIZE) {
+		*why = "descriptor size missing, negative or too large";
+		return -EINVAL;
+	}
+	d->size = (uint64_t)json_integer_value(size);
+	d->media_type = strdup(mt);
+	d->digest = strdup(digest);
+	d->artifact_type = dup_str(j, "artifactType");
+	d->annotations = annotations_text(j);
+	if (!d->media_type || !d->digest)
+		goto out_nomem;
+
+	json_t *ann = json_object_get(j, "annotations");
+	const char *title = json_string_value(json_object_get(ann, TITLE_KEY));
+	if (title && manifest_title_is_safe(title)) {
+		d->title = strdup(title);
+		if (!d->title)
+			goto out_nomem;
+	}
+
+	plat = json_object_get(j, "platform");
+	if (json_is_object(plat)) {
+		d->platform.os = dup_str(plat, "os");
+		d->platform.architecture = dup_str(plat, "architecture");
+		d->platform.variant = dup_str(plat, "variant");
+		d->has_platform = d->platform.os && d->platform.architecture;
+	}
+	return 0;
+out_nomem:
+	descriptor_release(d);
+	return -ENOMEM;
+}
+
+static bool is_index_type(const char *mt)
+{
+	return mt && (strcmp(mt, "application/vnd.oci.image.index.v1+json") == 0 ||
+		      strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json") == 0);
+}
+
+int manifest_parse(const void *buf, size_t len, const char *content_type,
+		   struct manifest **out, const char **why)
+{
+	const char *dummy, *mt;
+	json_error_t jerr;
+	json_t *root, *arr, *cfg;
+	struct manifest *m;
+	int ret = -EINVAL;
+
+	if (!why)
+		why = &dummy;
+	*why = NULL;
+	if (len > MANIFEST_MAX_BYTES) {
+		*why = "manifest larger than 4 MiB";
+		return -EFBIG;
+	}
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		*why = "manifest is not valid JSON";
+		return -EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		ret = -ENOMEM;
+		goto out_json;
+	}
+	if (!json_is_object(root)) {
+		*why = "manifest is not a JSON object";
+		goto out_free;
+	}
+	json_t *sv = json_object_get(root, "schemaVersion");
+	if (!json_is_integer(sv) || json_integer_value(sv) != 2) {
+		*why = "manifest schemaVersion is not 2";
+		goto out_free;
+	}
+	mt = json_string_value(json_object_get(root, "mediaType"));
+	if (!mt)
+		mt = content_type;
+	if (!mt) {
+		/* OCI allows omitting mediaType: tell by shape. */
+		mt = json_object_get(root, "manifests") ?
+			"application/vnd.oci.image.index.v1+json" :
+			"application/vnd.oci.image.manifest.v1+json";
+	}
+	m->kind = is_index_type(mt) ? MANIFEST_INDEX : MANIFEST_IMAGE;
+	if (m->kind == MANIFEST_IMAGE && json_object_get(root, "manifests") &&
+	    !json_object_get(root, "layers"))
+		m->kind = MANIFEST_INDEX;
+	m->media_type = strdup(mt);
+	m->artifact_type = dup_str(root, "artifactType");
+	m->annotations = annotations_text(root);
+	if (!m->media_type) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+
+	if (m->kind == MANIFEST_IMAGE) {
+		cfg = json_object_get(root, "config");
+		if (!cfg) {
+			*why = "image manifest without config";
+			goto out_free;
+		}
+		ret = descriptor_parse(cfg, &m->config, why);
+		if (ret < 0)
+			goto out_free;
+		m->has_config = true;
+		arr = json_object_get(root, "layers");
+	} else {
+		arr = json_object_get(root, "manifests");
+	}
+	ret = -EINVAL;
+	if (!json_is_array(arr)) {
+		*why = m->kind == MANIFEST_IMAGE ? "manifest layers is not an array" :
+						   "index manifests is not an array";
+		goto out_free;
+	}
+	if (json_array_size(arr) > MANIFEST_MAX_ENTRIES) {
+		*why = "too many entries in manifest";
+		goto out_free;
+	}
+	m->layers = calloc(json_array_size(arr) + 1, sizeof(*m->layers));
+	if (!m->layers) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		ret = descriptor_parse(json_array_get(arr, i), &m->layers[i], why);
+		if (ret < 0)
+			goto out_free;
+		m->n_layers++;
+	}
+	json_decref(root);
+	*out = m;
+	return 0;
+out_free:
+	manifest_free(m);
+out_json:
+	json_decref(root);
+	return ret;
+}
+
+void manifest_free(struct manifest *m)
+{
+	if (!m)
+		return;
+	free(m->media_type);
+	free(m->artifact_type);
+	free(m->annotations);
+	if (m->has_config)
+		descriptor_release(&m->config);
+	for (size_t i = 0; i < m->n_layers; i++)
+		descriptor_release(&m->layers[i]);
+	free(m->layers);
+	free(m);
+}

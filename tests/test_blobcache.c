@@ -1,0 +1,167 @@
+/* test_blobcache.c - the verified cache: store, verify, reject, single
+ * flight, crash leftovers. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blobcache.h"
+#include "check.h"
+
+static char root[256];
+
+static int exists(const char *rel)
+{
+	char p[512];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	return stat(p, &st) == 0;
+}
+
+struct src {
+	const char *data;
+	size_t len;
+	int calls;
+	int fail_first;	/* deliver garbage then restart, as a retry would */
+};
+
+static int fetch(void *arg, reg_sink_fn sink, void *sink_arg)
+{
+	struct src *s = arg;
+	int ret;
+
+	__atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST);
+	usleep(20000);	/* widen the window for concurrent opens */
+	if (s->fail_first) {
+		ret = sink(sink_arg, "xx", 2);
+		if (ret == 0)
+			ret = sink(sink_arg, NULL, 0);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t off = 0; off < s->len; off += 3) {
+		size_t n = s->len - off < 3 ? s->len - off : 3;
+		ret = sink(sink_arg, s->data + off, n);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+struct opener {
+	struct blobcache *bc;
+	const char *digest;
+	struct src *src;
+	int fd;
+};
+
+static void *open_thread(void *p)
+{
+	struct opener *o = p;
+
+	o->fd = blobcache_open(o->bc, o->digest, o->src->len, fetch, o->src);
+	return NULL;
+}
+
+int main(void)
+{
+	struct blobcache *bc;
+	char digest[72], empty[72], path[600];
+	const char *hello = "hello, registry\n";
+	char buf[64];
+	int fd;
+
+	snprintf(root, sizeof(root), "/tmp/ocifs-bc-XXXXXX");
+	if (!mkdtemp(root))
+		return 77;
+	/* A leftover from a crash must be cleaned at start. */
+	snprintf(path, sizeof(path), "%s/tmp", root);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/tmp/partial", root);
+	FILE *f = fopen(path, "w");
+	fputs("junk", f);
+	fclose(f);
+
+	CHECK(blobcache_new(root, &bc) == 0);
+	CHECK(!exists("tmp/partial"));
+	CHECK(exists("blobs/sha256"));
+
+	blobcache_digest_of(hello, strlen(hello), digest);
+	blobcache_digest_of("", 0, empty);
+	CHECK_STR(empty, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+
+	/* Absent without a fetcher. */
+	CHECK(blobcache_open(bc, digest, strlen(hello), NULL, NULL) == -ENOENT);
+
+	/* Wrong bytes are refused and leave nothing behind. */
+	struct src bad = { "hello, r3gistry\n", 16, 0, 0 };
+	CHECK(blobcache_open(bc, digest, 16, fetch, &bad) == -EBADMSG);
+	snprintf(path, sizeof(path), "blobs/sha256/%s", digest + 7);
+	CHECK(!exists(path));
+	/* Too long is refused too. */
+	struct src longer = { "hello, registry\n!", 17, 0, 0 };
+	CHECK(blobcache_open(bc, digest, 16, fetch, &longer) == -EBADMSG);
+	CHECK(!exists(path));
+
+	/* Sixteen concurrent opens, one fetch (with a restart in it). */
+	struct src good = { hello, strlen(hello), 0, 1 };
+	pthread_t th[16];
+	struct opener op[16];
+	for (int i = 0; i < 16; i++) {
+		op[i] = (struct opener){ bc, digest, &good, -1 };
+		pthread_create(&th[i], NULL, open_thread, &op[i]);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(op[i].fd >= 0);
+		if (op[i].fd >= 0) {
+			memset(buf, 0, sizeof(buf));
+			CHECK(pread(op[i].fd, buf, sizeof(buf), 0) == (ssize_t)strlen(hello));
+			CHECK(memcmp(buf, hello, strlen(hello)) == 0);
+			close(op[i].fd);
+		}
+	}
+	CHECK(good.calls == 1);
+	CHECK(exists(path));
+
+	/* Cached now: no fetch. */
+	fd = blobcache_open(bc, digest, strlen(hello), fetch, &good);
+	CHECK(fd >= 0 && good.calls == 1);
+	close(fd);
+
+	/* A cached file of the wrong size is dropped and fetched again. */
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", root, digest + 7);
+	CHECK(truncate(path, 3) == 0);
+	fd = blobcache_open(bc, digest, strlen(hello), fetch, &good);
+	CHECK(fd >= 0 && good.calls == 2);
+	close(fd);
+
+	/* Zero-byte blobs and put(). */
+	CHECK(blobcache_put(bc, empty, "", 0) == 0);
+	fd = blobcache_open(bc, empty, 0, NULL, NULL);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(blobcache_put(bc, digest, hello, strlen(hello)) == 0);	/* no-op */
+	/* A descriptor that lies about the size of a good blob: refused, kept. */
+	CHECK(blobcache_open(bc, digest, 4, NULL, NULL) == -EBADMSG);
+	CHECK(exists(path + strlen(root) + 1));
+	char d2[72];
+	blobcache_digest_of("abc", 3, d2);
+	CHECK(blobcache_put(bc, d2, "abd", 3) == -EBADMSG);
+
+	char *all = NULL;
+	size_t len = 0;
+	CHECK(blobcache_read_all(bc, digest, 1024, &all, &len) == 0);
+	CHECK(len == strlen(hello) && all && memcmp(all, hello, len) == 0);
+	free(all);
+	CHECK(blobcache_read_all(bc, digest, 4, &all, &len) == -EFBIG);
+
+	/* Nothing stays in tmp/. */
+	snprintf(path, sizeof(path), "rm -rf '%s'", root);
+	blobcache_free(bc);
+	CHECK(system(path) == 0);
+	return CHECK_DONE();
+}
