@@ -29,9 +29,9 @@ struct options {
 	int show_help;
 	int show_version;
 	int debug;
-	const char **registries;	/* NULL-terminated */
+	char **registries;	/* NULL-terminated, owned */
 	size_t n_registries;
-	const char **insecure;		/* NULL-terminated */
+	char **insecure;	/* NULL-terminated, owned */
 	size_t n_insecure;
 };
 
@@ -58,15 +58,18 @@ static const struct fuse_opt option_spec[] = {
 static struct tree *tree;
 static time_t mount_time;
 
-static int push(const char ***v, size_t *n, const char *s)
+/* Append a copy of @s: fuse_opt's @arg does not outlive the callback. */
+static int push(char ***v, size_t *n, const char *s)
 {
-	const char **nv = realloc(*v, (*n + 2) * sizeof(*nv));
+	char **nv = realloc(*v, (*n + 2) * sizeof(*nv));
 
 	if (!nv)
 		return -1;
-	nv[(*n)++] = s;
-	nv[*n] = NULL;
 	*v = nv;
+	if (!(nv[*n] = strdup(s)))
+		return -1;
+	(*n)++;
+	nv[*n] = NULL;
 	return 0;
 }
 
@@ -77,9 +80,9 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	(void)outargs;
 	switch (key) {
 	case KEY_REGISTRY:
-		return push(&o->registries, &o->n_registries, strchr(arg, '=') + 1) ? -1 : 0;
+		return push(&o->registries, &o->n_registries, strchr(arg, '=') + 1);
 	case KEY_INSECURE:
-		return push(&o->insecure, &o->n_insecure, strchr(arg, '=') + 1) ? -1 : 0;
+		return push(&o->insecure, &o->n_insecure, strchr(arg, '=') + 1);
 	case KEY_DEBUG:
 		o->debug = 1;
 		return 1;	/* keep it for libfuse too */
@@ -136,6 +139,23 @@ static int fill_one(void *ctx, const char *name, const struct tree_attr *a)
 
 	fill_stat(a, &st);
 	return c->filler(c->buf, name, &st, 0, 0);
+}
+
+static int fill_none(void *ctx, const char *name, const struct tree_attr *a)
+{
+	(void)ctx;
+	(void)name;
+	(void)a;
+	return 0;
+}
+
+/* A missing directory must fail here: glibc's readdir() takes ENOENT
+ * from getdents() for the end of the directory. The listing this fetches
+ * is cached for the readdir that follows. */
+static int oc_opendir(const char *path, struct fuse_file_info *fi)
+{
+	(void)fi;
+	return tree_readdir(tree, path, fill_none, NULL);
 }
 
 static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
@@ -201,6 +221,10 @@ static int oc_release(const char *path, struct fuse_file_info *fi)
 
 static int oc_getxattr(const char *path, const char *name, char *value, size_t size)
 {
+	/* The kernel asks for security.* and ACLs on every lookup: answer
+	 * without resolving the path. */
+	if (strncmp(name, "user.oci.", 9) != 0)
+		return -ENODATA;
 	return tree_getxattr(tree, path, name, value, size);
 }
 
@@ -246,6 +270,7 @@ static int oc_erofs_removexattr(const char *p, const char *n) { (void)p; (void)n
 static const struct fuse_operations oc_ops = {
 	.init = oc_init,
 	.getattr = oc_getattr,
+	.opendir = oc_opendir,
 	.readdir = oc_readdir,
 	.open = oc_open,
 	.read = oc_read,
@@ -352,8 +377,8 @@ int main(int argc, char *argv[])
 	to = (struct tree_opts){
 		.cache_dir = o.cache,
 		.tag_ttl = o.tag_ttl,
-		.registries = o.registries,
-		.insecure = o.insecure,
+		.registries = (const char *const *)o.registries,
+		.insecure = (const char *const *)o.insecure,
 		.timeout = o.timeout,
 		.retries = o.retries,
 		.page_size = o.page_size,
@@ -388,7 +413,8 @@ int main(int argc, char *argv[])
 			goto out_signals;
 		fuse_loop_cfg_set_clone_fd(loop, (unsigned)cl.clone_fd);
 		fuse_loop_cfg_set_max_threads(loop, cl.max_threads ? cl.max_threads : 16);
-		fuse_loop_cfg_set_idle_threads(loop, cl.max_idle_threads);
+		if (cl.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(loop, cl.max_idle_threads);
 		ret = fuse_loop_mt(fuse, loop) ? 1 : 0;
 	}
 out_signals:
@@ -403,6 +429,10 @@ out_tree:
 out_args:
 	free(cache_abs);
 	free(cl.mountpoint);
+	for (size_t i = 0; i < o.n_registries; i++)
+		free(o.registries[i]);
+	for (size_t i = 0; i < o.n_insecure; i++)
+		free(o.insecure[i]);
 	free(o.registries);
 	free(o.insecure);
 	free(o.cache);

@@ -107,7 +107,6 @@ struct regclient *regclient_new(const struct regclient_opts *o)
 		pthread_mutex_init(&rc->locks[i], NULL);
 	rc->timeout = o->timeout > 0 ? o->timeout : 30;
 	rc->retries = o->retries;
-	rc->page_size = 1000;
 	rc->trace = o->trace;
 	rc->trace_arg = o->trace_arg;
 	while (o->insecure && o->insecure[n])
@@ -149,7 +148,7 @@ void regclient_free(struct regclient *rc)
 
 void regclient_set_page_size(struct regclient *rc, unsigned n)
 {
-	rc->page_size = n ? n : 1000;
+	rc->page_size = n;
 }
 
 int reg_errno(long status, const char *code)
@@ -539,11 +538,15 @@ static int list_pages(struct regclient *rc, const char *registry, const char *fi
 	size_t strip_len = strip ? strlen(strip) : 0;
 
 	base = base_url(rc, registry);
-	if (!base || asprintf(&url, "%s%s%sn=%u", base, first, strchr(first, '?') ? "&" : "?",
-			      rc->page_size) < 0)
+	/* Ask for a page size only when told to: registries cap it and some
+	 * answer 400 PAGINATION_NUMBER_INVALID above their cap. */
+	if (!base || (rc->page_size ?
+			      asprintf(&url, "%s%s?n=%u", base, first, rc->page_size) :
+			      asprintf(&url, "%s%s", base, first)) < 0)
 		goto out_free;
 	for (int page = 0; url && page < PAGES_MAX; page++) {
 		json_t *root, *arr;
+		size_t count;
 
 		ret = do_request(rc, url, "application/json", false, &x, err);
 		if (ret < 0)
@@ -568,11 +571,12 @@ static int list_pages(struct regclient *rc, const char *registry, const char *fi
 				goto out_free;
 			}
 		}
+		count = json_array_size(arr);
 		json_decref(root);
 		free(url);
 		url = next_link(base, x.link);
 		/* Stop on an empty page too: some registries loop. */
-		if (json_array_size(arr) == 0) {
+		if (count == 0) {
 			free(url);
 			url = NULL;
 		}

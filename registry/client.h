@@ -87,7 +87,8 @@ int regclient_get_blob(struct regclient *rc, const char *registry,
 /* The errno for an HTTP status and registry error code. */
 int reg_errno(long status, const char *code);
 
-/* Set the page size asked for in listings (tests use small pages). */
+/* Set the page size asked for in listings; 0 (the default) lets the
+ * registry choose. */
 void regclient_set_page_size(struct regclient *rc, unsigned n);
 
 /* Print the versions of libcurl and jansson in use, a line each. */
