@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "platform.h"
 #include "tree.h"
 #include "blobcache.h"
 #include "client.h"
@@ -26,6 +27,9 @@ struct options {
 	unsigned timeout;
 	unsigned retries;
 	unsigned page_size;
+	char *platform;
+	char *max_extract;
+	unsigned long long max_entries;
 	int show_help;
 	int show_version;
 	int debug;
@@ -44,6 +48,9 @@ static const struct fuse_opt option_spec[] = {
 	OPT("timeout=%u", timeout),
 	OPT("retries=%u", retries),
 	OPT("page_size=%u", page_size),
+	OPT("platform=%s", platform),
+	OPT("max_extract=%s", max_extract),
+	OPT("max_entries=%llu", max_entries),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -94,8 +101,8 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 static void fill_stat(const struct tree_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_mode = (a->dir ? S_IFDIR : S_IFREG) | a->mode;
-	st->st_nlink = a->dir ? 2 : 1;
+	st->st_mode = a->mode;
+	st->st_nlink = S_ISDIR(a->mode) ? 2 : 1;
 	st->st_size = (off_t)a->size;
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
@@ -212,6 +219,11 @@ static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	return 0;
 }
 
+static int oc_readlink(const char *path, char *buf, size_t size)
+{
+	return tree_readlink(tree, path, buf, size);
+}
+
 static int oc_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
@@ -276,6 +288,7 @@ static const struct fuse_operations oc_ops = {
 	.read = oc_read,
 	.read_buf = oc_read_buf,
 	.release = oc_release,
+	.readlink = oc_readlink,
 	.getxattr = oc_getxattr,
 	.listxattr = oc_listxattr,
 	.statfs = oc_statfs,
@@ -310,9 +323,37 @@ static void usage(const char *prog)
 	       "                           localhost and 127.0.0.0/8)\n"
 	       "    -o timeout=SECONDS     connect and stall timeout (default 30)\n"
 	       "    -o retries=N           retries of 429/5xx/dropped requests (default 3)\n"
+	       "    -o platform=OS/ARCH[/VARIANT]\n"
+	       "                           whose binaries to show (default: this machine)\n"
+	       "    -o max_extract=SIZE    cap on bytes extracted from one archive layer\n"
+	       "                           (default 4G; K, M, G suffixes)\n"
+	       "    -o max_entries=N       cap on entries in one archive layer (default 100000)\n"
 	       "    -V   --version         print versions and exit\n"
 	       "    -h   --help            print this help and exit\n\n",
 	       prog);
+}
+
+/* "10G", "512M", "4096" -> bytes; -1 when malformed. */
+static long long parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+
+	if (end == s || *s == '-')
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end || v > (1ull << (62 - shift)))
+		return -1;
+	return (long long)(v << shift);
 }
 
 static char *default_cache(void)
@@ -374,6 +415,30 @@ int main(int argc, char *argv[])
 	}
 	log_setup(o.debug, false);
 
+	struct oci_platform plat;
+	ret = o.platform ? platform_parse(o.platform, &plat) : platform_current(&plat);
+	if (ret < 0) {
+		if (o.platform)
+			fprintf(stderr, "ocifs: -o platform=%s: want OS/ARCH[/VARIANT], e.g. "
+				"linux/arm64 or linux/arm/v7\n", o.platform);
+		else
+			fprintf(stderr, "ocifs: unknown machine; set -o platform=OS/ARCH\n");
+		ret = 1;
+		goto out_args;
+	}
+	struct tarx_limits lim = { TARX_DEFAULT_MAX_BYTES, TARX_DEFAULT_MAX_ENTRIES };
+	if (o.max_extract) {
+		long long v = parse_size(o.max_extract);
+		if (v < 0) {
+			fprintf(stderr, "ocifs: -o max_extract=%s: not a size\n", o.max_extract);
+			ret = 1;
+			goto out_args;
+		}
+		lim.max_bytes = (uint64_t)v;
+	}
+	if (o.max_entries)
+		lim.max_entries = o.max_entries;
+
 	to = (struct tree_opts){
 		.cache_dir = o.cache,
 		.tag_ttl = o.tag_ttl,
@@ -382,6 +447,8 @@ int main(int argc, char *argv[])
 		.timeout = o.timeout,
 		.retries = o.retries,
 		.page_size = o.page_size,
+		.platform = plat,
+		.limits = lim,
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
@@ -436,6 +503,8 @@ out_args:
 	free(o.registries);
 	free(o.insecure);
 	free(o.cache);
+	free(o.platform);
+	free(o.max_extract);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -1,42 +1,38 @@
 /* tree.c - path resolution and caches behind the mount. See tree.h. */
 #include "tree.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "artifact.h"
 #include "blobcache.h"
 #include "client.h"
 #include "log.h"
 #include "manifest.h"
+#include "platform.h"
 #include "ref.h"
 
 #define PATH_COMPONENTS_MAX 64
 
-/* One entry of an artifact directory. Strings borrowed from the manifest. */
-struct aentry {
-	char *path;		/* relative to the artifact dir, owned */
-	bool dir;
-	bool is_manifest;	/* fetched from /manifests/, not /blobs/ */
-	const char *digest;
-	uint64_t size;
-	const char *media_type;
-	const char *annotations;
-};
-
-/* A parsed manifest and its directory. Immutable once published; lives as
- * long as the tree (manifests are small and content-addressed). */
+/* A resolved reference and its view. The view is immutable; the fallback
+ * fields are filled on first use under tree.lock. Artifacts live as long
+ * as the tree (manifests are small and content-addressed). */
 struct artifact {
 	struct artifact *next;
-	char *registry, *repo, *digest;
-	struct manifest *m;
-	uint64_t mlen;
-	struct aentry *e;
-	size_t n, cap;
+	char *registry, *repo;
+	char *digest;		/* what the reference resolved to */
+	struct aview *v;
+	bool fallback_done;	/* tree.lock */
+	int fallback_err;	/* tree.lock */
+	char *fallback_path;	/* tree.lock: below the cache root */
 };
 
 /* A tag -> digest answer; digest NULL records "not a tag" (404). */
@@ -60,6 +56,8 @@ struct listent {
 struct tree {
 	struct regclient *rc;
 	struct blobcache *bc;
+	struct oci_platform platform;
+	struct tarx_limits limits;
 	unsigned tag_ttl;
 	time_t started;
 	pthread_mutex_t lock;
@@ -107,6 +105,8 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	if (o->page_size)
 		regclient_set_page_size(t->rc, o->page_size);
 	t->tag_ttl = o->tag_ttl;
+	t->platform = o->platform;
+	t->limits = o->limits;
 	t->started = time(NULL);
 	pthread_mutex_init(&t->lock, NULL);
 	for (size_t i = 0; o->registries && o->registries[i]; i++) {
@@ -127,10 +127,10 @@ out_free:
 
 static void artifact_free(struct artifact *a)
 {
-	for (size_t i = 0; i < a->n; i++)
-		free(a->e[i].path);
-	free(a->e);
-	manifest_free(a->m);
+	if (!a)
+		return;
+	aview_free(a->v);
+	free(a->fallback_path);
 	free(a->registry);
 	free(a->repo);
 	free(a->digest);
@@ -211,112 +211,9 @@ out:
 
 /* ---- artifacts ---- */
 
-static int art_add(struct artifact *a, const char *path, bool dir, const struct descriptor *d)
+static void warn_log(void *arg, const char *msg)
 {
-	for (size_t i = 0; i < a->n; i++)
-		if (!strcmp(a->e[i].path, path))
-			return a->e[i].dir && dir ? 0 : -EEXIST;
-	if (a->n == a->cap) {
-		size_t cap = a->cap ? a->cap * 2 : 16;
-		struct aentry *e = realloc(a->e, cap * sizeof(*e));
-		if (!e)
-			return -ENOMEM;
-		a->e = e;
-		a->cap = cap;
-	}
-	struct aentry *e = &a->e[a->n];
-	memset(e, 0, sizeof(*e));
-	e->path = strdup(path);
-	if (!e->path)
-		return -ENOMEM;
-	e->dir = dir;
-	if (d) {
-		e->digest = d->digest;
-		e->size = d->size;
-		e->media_type = d->media_type;
-		e->annotations = d->annotations;
-	}
-	a->n++;
-	return 0;
-}
-
-/* Add a file and the directories above it. */
-static int art_add_file(struct artifact *a, const char *path, const struct descriptor *d)
-{
-	char buf[4096];
-	int ret;
-
-	if (strlen(path) >= sizeof(buf))
-		return -ENAMETOOLONG;
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
-		*p = '\0';
-		ret = art_add(a, buf, true, NULL);
-		*p = '/';
-		if (ret < 0)
-			return ret;
-	}
-	return art_add(a, path, false, d);
-}
-
-static int art_add_blob(struct artifact *a, const struct descriptor *d, bool is_manifest)
-{
-	char path[96];
-	int ret;
-
-	snprintf(path, sizeof(path), "blobs/sha256/%s", d->digest + 7);
-	ret = art_add_file(a, path, d);
-	if (ret == -EEXIST)
-		return 0;	/* the same blob twice */
-	if (ret == 0)
-		a->e[a->n - 1].is_manifest = is_manifest;
-	return ret;
-}
-
-static int artifact_build(struct artifact *a, const char *content_type, const char *what)
-{
-	struct descriptor md = { 0 };	/* the manifest itself */
-	struct manifest *m = a->m;
-	int ret;
-
-	(void)content_type;
-	md.media_type = m->media_type;
-	md.digest = a->digest;
-	md.size = a->mlen;
-	md.annotations = m->annotations;
-	ret = art_add_file(a, "manifest.json", &md);
-	if (ret == 0)
-		a->e[a->n - 1].is_manifest = true;
-	if (ret == 0)
-		ret = art_add_blob(a, &md, true);
-	if (ret < 0)
-		return ret;
-	if (m->has_config) {
-		ret = art_add_file(a, "config.json", &m->config);
-		if (ret == 0)
-			ret = art_add_blob(a, &m->config, false);
-		if (ret < 0)
-			return ret;
-	}
-	for (size_t i = 0; i < m->n_layers; i++) {
-		const struct descriptor *d = &m->layers[i];
-		bool child_manifest = m->kind == MANIFEST_INDEX;
-
-		ret = art_add_blob(a, d, child_manifest);
-		if (ret < 0)
-			return ret;
-		if (!d->title || child_manifest)
-			continue;
-		ret = art_add_file(a, d->title, d);
-		if (ret == -EEXIST) {
-			log_msg(LOG_WARNING, "%s: layer %s: title \"%s\" clashes with another entry; "
-				"it is only under blobs/", what, d->digest, d->title);
-			continue;
-		}
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
+	log_msg(LOG_WARNING, "%s: %s", (const char *)arg, msg);
 }
 
 static struct artifact *artifact_find(struct tree *t, const char *reg, const char *repo,
@@ -333,77 +230,20 @@ static struct artifact *artifact_find(struct tree *t, const char *reg, const cha
 	return a;
 }
 
-/* Parse verified manifest bytes into a published artifact. */
-static int artifact_publish(struct tree *t, const char *reg, const char *repo,
-			    const char *digest, const char *body, size_t len,
-			    const char *content_type, const char *what, struct artifact **out)
-{
-	struct artifact *a, *b;
-	const char *why = NULL;
-	int ret;
-
-	a = calloc(1, sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	a->registry = strdup(reg);
-	a->repo = strdup(repo);
-	a->digest = strdup(digest);
-	a->mlen = len;
-	if (!a->registry || !a->repo || !a->digest) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	ret = manifest_parse(body, len, content_type, &a->m, &why);
-	if (ret < 0) {
-		log_msg(LOG_ERR, "%s: malformed manifest %s: %s", what, digest,
-			why ? why : strerror(-ret));
-		ret = -EIO;
-		goto out_free;
-	}
-	ret = artifact_build(a, content_type, what);
-	if (ret < 0)
-		goto out_free;
-	pthread_mutex_lock(&t->lock);
-	for (b = t->arts; b; b = b->next)
-		if (!strcmp(b->digest, digest) && !strcmp(b->repo, repo) &&
-		    !strcmp(b->registry, reg))
-			break;
-	if (!b) {
-		a->next = t->arts;
-		t->arts = a;
-		b = a;
-		a = NULL;
-	}
-	pthread_mutex_unlock(&t->lock);
-	if (a)
-		artifact_free(a);	/* another thread won the race */
-	*out = b;
-	return 0;
-out_free:
-	artifact_free(a);
-	return ret;
-}
-
-/* The artifact for repo@digest: from memory, the blob cache, or the
- * registry (verified against the digest). */
-static int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
-			      const char *digest, struct artifact **out)
+/* Manifest bytes for repo@digest, verified: from the cache, else from the
+ * registry (and then cached). Caller frees *body and *ctype. */
+static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
+			  const char *digest, char **body, size_t *len, char **ctype)
 {
 	struct reg_manifest rm = { 0 };
 	struct reg_error err;
 	char what[1600], got[72];
-	char *body = NULL;
-	size_t len;
 	int ret;
 
-	if ((*out = artifact_find(t, reg, repo, digest)))
+	*ctype = NULL;
+	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, body, len) == 0)
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, &body, &len) == 0) {
-		ret = artifact_publish(t, reg, repo, digest, body, len, NULL, what, out);
-		free(body);
-		return ret;
-	}
 	ret = regclient_get_manifest(t->rc, reg, repo, digest, &rm, &err);
 	if (ret < 0) {
 		if (ret != -ENOENT)
@@ -422,9 +262,133 @@ static int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
 		log_msg(LOG_ERR, "%s: cannot store manifest: %s", what, strerror(-ret));
 		goto out_release;
 	}
-	ret = artifact_publish(t, reg, repo, digest, rm.body, rm.len, rm.content_type, what, out);
+	*body = rm.body;
+	*len = rm.len;
+	*ctype = rm.content_type;
+	rm.body = rm.content_type = NULL;
 out_release:
 	reg_manifest_release(&rm);
+	return ret;
+}
+
+static int parse_or_log(const char *what, const char *digest, const char *body, size_t len,
+			const char *ctype, struct manifest **m)
+{
+	const char *why = NULL;
+	int ret = manifest_parse(body, len, ctype, m, &why);
+
+	if (ret < 0) {
+		log_msg(LOG_ERR, "%s: malformed manifest %s: %s", what, digest,
+			why ? why : strerror(-ret));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Build the view of verified manifest bytes (choosing this platform's
+ * manifest from an index) and publish it. */
+static int artifact_publish(struct tree *t, const char *reg, const char *repo,
+			    const char *digest, const char *body, size_t len,
+			    const char *content_type, const char *what, struct artifact **out)
+{
+	struct manifest *top = NULL, *child = NULL;
+	struct artifact *a, *b;
+	char *cbody = NULL, *ctype = NULL;
+	const char *cdigest = NULL;
+	size_t clen = 0;
+	int ret;
+
+	ret = parse_or_log(what, digest, body, len, content_type, &top);
+	if (ret < 0)
+		return ret;
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		manifest_free(top);
+		return -ENOMEM;
+	}
+	a->registry = strdup(reg);
+	a->repo = strdup(repo);
+	a->digest = strdup(digest);
+	if (!a->registry || !a->repo || !a->digest) {
+		manifest_free(top);
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	if (top->kind == MANIFEST_INDEX) {
+		int i = platform_select(top, &t->platform);
+		if (i >= 0) {
+			cdigest = top->layers[i].digest;
+			ret = manifest_bytes(t, reg, repo, cdigest, &cbody, &clen, &ctype);
+			if (ret == 0)
+				ret = parse_or_log(what, cdigest, cbody, clen,
+						   ctype ? ctype : top->layers[i].media_type, &child);
+			if (ret == 0 && child->kind != MANIFEST_IMAGE) {
+				log_msg(LOG_ERR, "%s: %s is an index inside an index; refused", what,
+					cdigest);
+				ret = -EIO;
+			}
+			if (ret < 0) {
+				manifest_free(top);
+				manifest_free(child);
+				goto out_free;
+			}
+		}
+		ret = aview_build(top, digest, len, child, cdigest, clen, &t->platform, warn_log,
+				  (void *)what, &a->v);
+	} else {
+		ret = aview_build(NULL, NULL, 0, top, digest, len, &t->platform, warn_log,
+				  (void *)what, &a->v);
+	}
+	if (ret < 0)
+		goto out_free;
+	if (a->v->index && !a->v->m) {
+		char p[64];
+		platform_format(&t->platform, p, sizeof(p));
+		log_msg(LOG_WARNING, "%s: the index has no manifest for %s; it offers: %s", what,
+			p, a->v->offered[0] ? a->v->offered : "no platforms");
+	}
+	pthread_mutex_lock(&t->lock);
+	for (b = t->arts; b; b = b->next)
+		if (!strcmp(b->digest, digest) && !strcmp(b->repo, repo) &&
+		    !strcmp(b->registry, reg))
+			break;
+	if (!b) {
+		a->next = t->arts;
+		t->arts = a;
+		b = a;
+		a = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (a)
+		artifact_free(a);	/* another thread won the race */
+	*out = b;
+	ret = 0;
+	goto out_body;
+out_free:
+	artifact_free(a);
+out_body:
+	free(cbody);
+	free(ctype);
+	return ret;
+}
+
+/* The artifact for repo@digest: from memory, the blob cache, or the
+ * registry (verified against the digest). */
+static int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
+			      const char *digest, struct artifact **out)
+{
+	char what[1600], *body = NULL, *ctype = NULL;
+	size_t len = 0;
+	int ret;
+
+	if ((*out = artifact_find(t, reg, repo, digest)))
+		return 0;
+	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
+	ret = manifest_bytes(t, reg, repo, digest, &body, &len, &ctype);
+	if (ret == 0)
+		ret = artifact_publish(t, reg, repo, digest, body, len, ctype, what, out);
+	free(body);
+	free(ctype);
 	return ret;
 }
 
@@ -543,6 +507,24 @@ out_free:
 	free(stale);
 	reg_manifest_release(&rm);
 	return ret;
+}
+
+/* Seed 002: "0.0.1" resolves to "0.0.1-linux-amd64" on linux/amd64 where
+ * the registry has no plain "0.0.1". */
+static int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
+					   const char *tag, struct artifact **out,
+					   bool *repo_exists)
+{
+	char alt[REF_TAG_MAX + 64];
+	bool exists = false;
+	int ret = artifact_by_tag(t, reg, repo, tag, out, repo_exists);
+
+	if (ret != 0 || !*repo_exists || platform_in_name(tag, NULL))
+		return ret;
+	snprintf(alt, sizeof(alt), "%s-%s-%s", tag, t->platform.os, t->platform.arch);
+	if (!ref_valid_tag(alt))
+		return 0;
+	return artifact_by_tag(t, reg, repo, alt, out, &exists);
 }
 
 /* ---- listings ---- */
@@ -730,7 +712,8 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 				return -ENOENT;
 			ret = artifact_by_digest(t, r->reg, r->name, ref, &r->art);
 		} else if (ref_valid_tag(ref) && is_repo_candidate(t, r->reg, r->name)) {
-			ret = artifact_by_tag(t, r->reg, r->name, ref, &r->art, &repo_exists);
+			ret = artifact_by_tag_or_platform_tag(t, r->reg, r->name, ref, &r->art,
+							      &repo_exists);
 			if (ret == 0)
 				continue;
 		} else {
@@ -763,55 +746,230 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 	return 0;
 }
 
-static const struct aentry *art_lookup(const struct artifact *a, const char *inner)
+/* ---- serving artifact entries ---- */
+
+struct fetch_ctx {
+	struct tree *t;
+	const char *reg, *repo, *digest;
+	bool is_manifest;
+};
+
+static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
 {
-	for (size_t i = 0; i < a->n; i++)
-		if (!strcmp(a->e[i].path, inner))
-			return &a->e[i];
-	return NULL;
+	struct fetch_ctx *f = arg;
+	struct reg_error err;
+	char what[1600];
+	int ret;
+
+	snprintf(what, sizeof(what), "%s/%s@%s", f->reg, f->repo, f->digest);
+	if (f->is_manifest) {
+		struct reg_manifest rm = { 0 };
+		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, &rm, &err);
+		if (ret == 0) {
+			ret = sink(sink_arg, rm.body, rm.len);
+			reg_manifest_release(&rm);
+			return ret;
+		}
+	} else {
+		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, sink, sink_arg, &err);
+	}
+	if (ret < 0 && ret != -EBADMSG)
+		log_reg_error(what, &err, ret);
+	return ret;
+}
+
+/* Open a blob entry's cache file, fetching and verifying it first. */
+static int open_blob(struct tree *t, const struct artifact *a, const char *digest,
+		     uint64_t size, bool is_manifest)
+{
+	struct fetch_ctx f = { t, a->registry, a->repo, digest, is_manifest };
+	int ret = blobcache_open(t->bc, digest, size, fetch_blob, &f);
+
+	if (ret == -EBADMSG) {
+		log_msg(LOG_ERR, "%s/%s@%s: blob %s failed verification (digest or size "
+			"mismatch); not cached", a->registry, a->repo, a->digest, digest);
+		return -EIO;
+	}
+	if (ret == -ENOENT)	/* the descriptor named it; the registry lacks it */
+		return -EIO;
+	return ret;
+}
+
+/* Extract archive layer @digest; -EIO (and a log line) when refused. */
+static int extract(struct tree *t, const struct artifact *a, const char *digest, uint64_t size,
+		   bool quiet_if_not_tar)
+{
+	struct fetch_ctx f = { t, a->registry, a->repo, digest, false };
+	struct tarx_error err;
+	int ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
+
+	if (ret == -EBADMSG) {
+		log_msg(LOG_ERR, "%s/%s@%s: layer %s failed verification; not cached",
+			a->registry, a->repo, a->digest, digest);
+		return -EIO;
+	}
+	if (ret == -EINVAL && quiet_if_not_tar)
+		return ret;
+	if (ret == -EPERM || ret == -EFBIG || ret == -EINVAL) {
+		log_msg(LOG_ERR, "%s/%s@%s: layer %s refused%s%s%s: %s", a->registry, a->repo,
+			a->digest, digest, err.entry[0] ? ": entry \"" : "", err.entry,
+			err.entry[0] ? "\"" : "", err.reason ? err.reason : strerror(-ret));
+		return -EIO;
+	}
+	return ret;
+}
+
+/* Find the legacy fallback binary: this platform's file inside a
+ * multi-platform archive layer (seed 000). */
+static int ensure_fallback(struct tree *t, struct artifact *a, char *out, size_t len)
+{
+	int cand[16], ret = -ENOENT;
+	size_t n;
+	char plat[64];
+
+	pthread_mutex_lock(&t->lock);
+	if (a->fallback_done) {
+		ret = a->fallback_err;
+		if (ret == 0)
+			snprintf(out, len, "%s", a->fallback_path);
+		pthread_mutex_unlock(&t->lock);
+		return ret;
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	platform_format(&t->platform, plat, sizeof(plat));
+	n = aview_fallback_layers(a->v, &t->platform, cand, 16);
+	for (size_t i = 0; i < n; i++) {
+		const struct descriptor *d = &a->v->m->layers[cand[i]];
+		char dir[96], rel[4096];
+		int dfd;
+
+		ret = extract(t, a, d->digest, d->size, true);
+		if (ret == -EINVAL || ret == -EIO)
+			continue;	/* not a tar, or refused: try the next */
+		if (ret < 0)
+			return ret;	/* transient: do not remember */
+		snprintf(dir, sizeof(dir), "extract/sha256/%s", d->digest + 7);
+		dfd = openat(blobcache_root_fd(t->bc), dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return -errno;
+		ret = aview_find_entrypoint(dfd, &t->platform, rel, sizeof(rel));
+		close(dfd);
+		if (ret == 0) {
+			snprintf(out, len, "%s/%s", dir, rel);
+			log_msg(LOG_INFO, "%s/%s@%s: no %s layer; using %s from multi-platform "
+				"layer %s (legacy fallback)", a->registry, a->repo, a->digest, plat,
+				rel, d->digest);
+			break;
+		}
+	}
+	if (ret < 0) {
+		ret = -ENOENT;
+		log_msg(LOG_WARNING, "%s/%s@%s: no binary for %s in any layer", a->registry,
+			a->repo, a->digest, plat);
+	}
+	pthread_mutex_lock(&t->lock);
+	if (!a->fallback_done) {
+		a->fallback_done = true;
+		a->fallback_err = ret;
+		if (ret == 0 && !(a->fallback_path = strdup(out)))
+			a->fallback_done = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+/* Where an entry lives below the cache root, for those served from the
+ * extract area: inside an archive (@rest) or the fallback. */
+static int extracted_path(struct tree *t, struct artifact *a, const struct aentry *e,
+			  const char *rest, char *out, size_t len)
+{
+	int ret;
+
+	if (e->kind == AE_FALLBACK)
+		return ensure_fallback(t, a, out, len);
+	ret = extract(t, a, e->digest, e->size, false);
+	if (ret < 0)
+		return ret;
+	snprintf(out, len, "extract/sha256/%s%s%s", e->digest + 7, rest && *rest ? "/" : "",
+		 rest ? rest : "");
+	return 0;
 }
 
 static void dir_attr(struct tree_attr *a)
 {
-	a->dir = true;
+	a->mode = S_IFDIR | 0555;
 	a->size = 0;
-	a->mode = 0555;
+}
+
+static void stat_attr(const struct stat *st, struct tree_attr *a)
+{
+	a->mode = (st->st_mode & S_IFMT) | (st->st_mode & 0555);
+	a->size = (uint64_t)st->st_size;
 }
 
 static void entry_attr(const struct aentry *e, struct tree_attr *a)
 {
-	if (e->dir) {
+	if (e->kind == AE_DIR || e->kind == AE_ARCHIVE) {
 		dir_attr(a);
 		return;
 	}
-	a->dir = false;
+	a->mode = S_IFREG | e->mode;
 	a->size = e->size;
-	a->mode = 0444;
+}
+
+/* Resolve @path; for artifact entries also find the entry (NULL for the
+ * artifact root) and, inside archives, the path in the extract area. */
+struct target {
+	struct resolved r;
+	const struct aentry *e;
+	const char *rest;
+	char ext[4200];		/* "" unless served from the extract area */
+};
+
+static int target_get(struct tree *t, const char *path, struct target *g)
+{
+	int ret = resolve(t, path, &g->r);
+
+	g->e = NULL;
+	g->rest = NULL;
+	g->ext[0] = '\0';
+	if (ret < 0 || g->r.kind != R_ARTIFACT || !g->r.inner[0])
+		return ret;
+	g->e = aview_lookup(g->r.art->v, g->r.inner, &g->rest);
+	if (!g->e)
+		return -ENOENT;
+	if (g->rest || g->e->kind == AE_FALLBACK)
+		return extracted_path(t, g->r.art, g->e, g->rest, g->ext, sizeof(g->ext));
+	return 0;
 }
 
 int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 {
-	struct resolved *r = malloc(sizeof(*r));
-	const struct aentry *e;
+	struct target *g = malloc(sizeof(*g));
+	struct stat st;
 	int ret;
 
-	if (!r)
+	if (!g)
 		return -ENOMEM;
-	ret = resolve(t, path, r);
+	ret = target_get(t, path, g);
 	if (ret < 0)
 		goto out_free;
-	if (r->kind != R_ARTIFACT || !r->inner[0]) {
+	if (g->ext[0]) {
+		if (fstatat(blobcache_root_fd(t->bc), g->ext, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = -errno;
+			goto out_free;
+		}
+		stat_attr(&st, out);
+		if (g->e->kind == AE_FALLBACK)
+			out->mode = S_IFREG | 0555;
+	} else if (g->e) {
+		entry_attr(g->e, out);
+	} else {
 		dir_attr(out);
-		goto out_free;
 	}
-	e = art_lookup(r->art, r->inner);
-	if (!e) {
-		ret = -ENOENT;
-		goto out_free;
-	}
-	entry_attr(e, out);
 out_free:
-	free(r);
+	free(g);
 	return ret;
 }
 
@@ -852,6 +1010,27 @@ static int fill_children(const struct strlist *l, const char *prefix, tree_fill_
 	return 0;
 }
 
+static bool in_list(const struct strlist *l, const char *s, size_t len)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strlen(l->v[i]) == len && !strncmp(l->v[i], s, len))
+			return true;
+	return false;
+}
+
+/* "0.0.1-linux-amd64" on linux/amd64 -> length of "0.0.1", else 0. */
+static size_t platform_tag_base(const struct tree *t, const char *tag)
+{
+	char suffix[80];
+	size_t n = strlen(tag), k;
+
+	snprintf(suffix, sizeof(suffix), "-%s-%s", t->platform.os, t->platform.arch);
+	k = strlen(suffix);
+	if (n > k && !strcmp(tag + n - k, suffix))
+		return n - k;
+	return 0;
+}
+
 static int readdir_namespace(struct tree *t, struct resolved *r, tree_fill_fn fill, void *ctx)
 {
 	struct strlist cat = { 0 }, tags = { 0 }, seen = { 0 };
@@ -875,15 +1054,21 @@ static int readdir_namespace(struct tree *t, struct resolved *r, tree_fill_fn fi
 		struct tree_attr a;
 		dir_attr(&a);
 		for (size_t i = 0; i < tags.n && !ret; i++) {
-			bool dup = false;
-			for (size_t j = 0; j < seen.n && !dup; j++)
-				dup = !strcmp(seen.v[j], tags.v[i]);
-			if (!dup && ref_valid_tag(tags.v[i]))
-				ret = fill(ctx, tags.v[i], &a);
+			const char *tag = tags.v[i];
+			size_t base = platform_tag_base(t, tag);
+			if (!ref_valid_tag(tag) || in_list(&seen, tag, strlen(tag)))
+				continue;
+			ret = fill(ctx, tag, &a);
+			/* Seed 002: "0.0.1" for "0.0.1-linux-amd64" when no "0.0.1". */
+			if (!ret && base && !in_list(&tags, tag, base)) {
+				char plain[REF_TAG_MAX + 1];
+				snprintf(plain, sizeof(plain), "%.*s", (int)base, tag);
+				ret = fill(ctx, plain, &a);
+			}
 		}
 		ret = 0;
 	} else if (seen.n == 0) {
-		ret = tret == -ENOENT ? -ENOENT : tret;
+		ret = tret;
 	}
 out:
 	strlist_release(&cat);
@@ -892,18 +1077,80 @@ out:
 	return ret < 0 ? ret : 0;
 }
 
+static int readdir_extracted(struct tree *t, const char *rel, tree_fill_fn fill, void *ctx)
+{
+	int fd = openat(blobcache_root_fd(t->bc), rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+							    O_CLOEXEC);
+	struct dirent *de;
+	struct tree_attr a;
+	struct stat st;
+	DIR *d;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		stat_attr(&st, &a);
+		if (fill(ctx, de->d_name, &a))
+			break;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int readdir_artifact(struct tree *t, struct target *g, tree_fill_fn fill, void *ctx)
+{
+	const struct aview *v = g->r.art->v;
+	const char *inner = g->r.inner;
+	size_t il = strlen(inner);
+	struct tree_attr a;
+
+	if (g->ext[0])
+		return readdir_extracted(t, g->ext, fill, ctx);
+	if (g->e && g->e->kind == AE_ARCHIVE) {
+		char rel[4200];
+		int ret = extracted_path(t, g->r.art, g->e, NULL, rel, sizeof(rel));
+		return ret < 0 ? ret : readdir_extracted(t, rel, fill, ctx);
+	}
+	if (g->e && g->e->kind != AE_DIR)
+		return -ENOTDIR;
+	for (size_t i = 0; i < v->n; i++) {
+		const struct aentry *c = &v->e[i];
+		const char *rest = c->path;
+		if (il) {
+			if (strncmp(rest, inner, il) || rest[il] != '/')
+				continue;
+			rest += il + 1;
+		}
+		if (strchr(rest, '/'))
+			continue;
+		entry_attr(c, &a);
+		if (fill(ctx, rest, &a))
+			break;
+	}
+	return 0;
+}
+
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 {
-	struct resolved *r = malloc(sizeof(*r));
+	struct target *g = malloc(sizeof(*g));
 	struct tree_attr a;
 	int ret;
 
-	if (!r)
+	if (!g)
 		return -ENOMEM;
-	ret = resolve(t, path, r);
+	ret = target_get(t, path, g);
 	if (ret < 0)
 		goto out_free;
-	switch (r->kind) {
+	switch (g->r.kind) {
 	case R_ROOT: {
 		struct strlist regs = { 0 };
 		pthread_mutex_lock(&t->lock);
@@ -926,103 +1173,74 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 	}
 	case R_REGISTRY:
 	case R_NAMESPACE:
-		ret = readdir_namespace(t, r, fill, ctx);
+		ret = readdir_namespace(t, &g->r, fill, ctx);
 		break;
-	case R_ARTIFACT: {
-		const struct aentry *e = r->inner[0] ? art_lookup(r->art, r->inner) : NULL;
-		size_t il = strlen(r->inner);
-		if (r->inner[0] && (!e || !e->dir)) {
-			ret = e ? -ENOTDIR : -ENOENT;
-			break;
-		}
-		for (size_t i = 0; i < r->art->n; i++) {
-			const struct aentry *c = &r->art->e[i];
-			const char *rest = c->path;
-			if (il) {
-				if (strncmp(rest, r->inner, il) || rest[il] != '/')
-					continue;
-				rest += il + 1;
-			}
-			if (strchr(rest, '/'))
-				continue;
-			entry_attr(c, &a);
-			if (fill(ctx, rest, &a))
-				break;
-		}
+	case R_ARTIFACT:
+		ret = readdir_artifact(t, g, fill, ctx);
 		break;
-	}
 	}
 out_free:
-	free(r);
-	return ret;
-}
-
-struct fetch_ctx {
-	struct tree *t;
-	const char *reg, *repo, *digest;
-	bool is_manifest;
-};
-
-static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
-{
-	struct fetch_ctx *f = arg;
-	struct reg_error err;
-	char what[1600];
-	int ret;
-
-	snprintf(what, sizeof(what), "%s/%s@%s", f->reg, f->repo, f->digest);
-	if (f->is_manifest) {
-		struct reg_manifest rm = { 0 };
-		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, &rm, &err);
-		if (ret == 0) {
-			ret = sink(sink_arg, rm.body, rm.len);
-			reg_manifest_release(&rm);
-			return ret;
-		}
-	} else {
-		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, sink, sink_arg, &err);
-	}
-	if (ret < 0 && ret != -EBADMSG)
-		log_reg_error(what, &err, ret);
+	free(g);
 	return ret;
 }
 
 int tree_open(struct tree *t, const char *path)
 {
-	struct resolved *r = malloc(sizeof(*r));
+	struct target *g = malloc(sizeof(*g));
 	const struct aentry *e;
 	int ret;
 
-	if (!r)
+	if (!g)
 		return -ENOMEM;
-	ret = resolve(t, path, r);
+	ret = target_get(t, path, g);
 	if (ret < 0)
 		goto out_free;
-	if (r->kind != R_ARTIFACT || !r->inner[0]) {
+	e = g->e;
+	if (g->ext[0]) {
+		ret = openat(blobcache_root_fd(t->bc), g->ext, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (ret < 0)
+			ret = errno == ELOOP ? -EINVAL : -errno;
+		goto out_free;
+	}
+	if (!e || e->kind == AE_DIR || e->kind == AE_ARCHIVE) {
 		ret = -EISDIR;
 		goto out_free;
 	}
-	e = art_lookup(r->art, r->inner);
-	if (!e) {
-		ret = -ENOENT;
+	if (e->kind == AE_DATA) {
+		ret = blobcache_put(t->bc, e->digest, e->data, e->size);
+		if (ret == 0)
+			ret = blobcache_open(t->bc, e->digest, e->size, NULL, NULL);
 		goto out_free;
 	}
-	if (e->dir) {
-		ret = -EISDIR;
-		goto out_free;
-	}
-	struct fetch_ctx f = { t, r->reg, r->art->repo, e->digest, e->is_manifest };
-	ret = blobcache_open(t->bc, e->digest, e->size, fetch_blob, &f);
-	if (ret == -EBADMSG) {
-		log_msg(LOG_ERR, "%s/%s@%s: blob %s failed verification (digest or size "
-			"mismatch); not cached", r->reg, r->art->repo, r->art->digest, e->digest);
-		ret = -EIO;
-	} else if (ret == -ENOENT) {
-		/* The descriptor named it; the registry does not have it. */
-		ret = -EIO;
-	}
+	ret = open_blob(t, g->r.art, e->digest, e->size, e->kind == AE_MANIFEST);
 out_free:
-	free(r);
+	free(g);
+	return ret;
+}
+
+int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)
+{
+	struct target *g = malloc(sizeof(*g));
+	ssize_t n;
+	int ret;
+
+	if (!g)
+		return -ENOMEM;
+	ret = target_get(t, path, g);
+	if (ret < 0)
+		goto out_free;
+	if (!g->ext[0] || size == 0) {
+		ret = -EINVAL;
+		goto out_free;
+	}
+	n = readlinkat(blobcache_root_fd(t->bc), g->ext, buf, size - 1);
+	if (n < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	buf[n] = '\0';
+out_free:
+	free(g);
 	return ret;
 }
 
@@ -1040,28 +1258,22 @@ static int put_xattr(const char *val, char *buf, size_t size)
 
 int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf, size_t size)
 {
-	struct resolved *r = malloc(sizeof(*r));
-	const struct aentry *e = NULL;
+	struct target *g = malloc(sizeof(*g));
+	const struct aentry *e;
 	char num[32];
 	const char *val = NULL;
 	int ret;
 
-	if (!r)
+	if (!g)
 		return -ENOMEM;
-	ret = resolve(t, path, r);
+	ret = target_get(t, path, g);
 	if (ret < 0)
 		goto out_free;
 	ret = -ENODATA;
-	if (r->kind != R_ARTIFACT)
+	if (g->r.kind != R_ARTIFACT || g->rest)
 		goto out_free;
-	if (r->inner[0]) {
-		e = art_lookup(r->art, r->inner);
-		if (!e) {
-			ret = -ENOENT;
-			goto out_free;
-		}
-		if (e->dir)
-			goto out_free;
+	e = g->e;
+	if (e && e->kind != AE_DIR && e->kind != AE_FALLBACK) {
 		if (!strcmp(name, "user.oci.digest"))
 			val = e->digest;
 		else if (!strcmp(name, "user.oci.mediaType"))
@@ -1072,20 +1284,27 @@ int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf,
 			snprintf(num, sizeof(num), "%llu", (unsigned long long)e->size);
 			val = num;
 		}
-	} else {
+	} else if (!e) {
+		const struct aview *v = g->r.art->v;
+		const struct manifest *m = v->m ? v->m : v->index;
 		if (!strcmp(name, "user.oci.digest"))
-			val = r->art->digest;
+			val = g->r.art->digest;
 		else if (!strcmp(name, "user.oci.mediaType"))
-			val = r->art->m->media_type;
+			val = v->index ? v->index->media_type : m->media_type;
 		else if (!strcmp(name, "user.oci.artifactType"))
-			val = r->art->m->artifact_type;
+			val = m->artifact_type;
 		else if (!strcmp(name, "user.oci.annotations"))
-			val = r->art->m->annotations;
+			val = m->annotations;
+		else if (!strcmp(name, "user.oci.reference")) {
+			snprintf(g->ext, sizeof(g->ext), "%s/%s@%s", g->r.reg, g->r.art->repo,
+				 g->r.art->digest);
+			val = g->ext;
+		}
 	}
 	if (val)
 		ret = put_xattr(val, buf, size);
 out_free:
-	free(r);
+	free(g);
 	return ret;
 }
 
@@ -1093,7 +1312,7 @@ int tree_listxattr(struct tree *t, const char *path, char *buf, size_t size)
 {
 	static const char *const names[] = { "user.oci.digest", "user.oci.mediaType",
 					     "user.oci.size", "user.oci.annotations",
-					     "user.oci.artifactType" };
+					     "user.oci.artifactType", "user.oci.reference" };
 	size_t off = 0;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

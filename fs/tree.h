@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "platform.h"
+#include "tarx.h"
+
 struct tree_opts {
 	const char *cache_dir;
 	unsigned tag_ttl;		/* seconds */
@@ -25,6 +28,8 @@ struct tree_opts {
 	long timeout;			/* seconds */
 	unsigned retries;
 	unsigned page_size;		/* listing page size asked for */
+	struct oci_platform platform;	/* whose binaries to show */
+	struct tarx_limits limits;	/* for extracting archive layers */
 };
 
 struct tree;
@@ -33,9 +38,8 @@ int tree_new(const struct tree_opts *o, struct tree **out);
 void tree_free(struct tree *t);
 
 struct tree_attr {
-	bool dir;
+	mode_t mode;	/* type and permission bits */
 	uint64_t size;
-	mode_t mode;	/* permission bits */
 };
 
 int tree_getattr(struct tree *t, const char *path, struct tree_attr *out);
@@ -47,6 +51,9 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 /* Open the file at @path for reading: returns an fd into the cache
  * (downloading and verifying first if needed) or -errno. */
 int tree_open(struct tree *t, const char *path);
+
+/* The target of the symlink at @path (inside an archive layer). */
+int tree_readlink(struct tree *t, const char *path, char *buf, size_t size);
 
 /* Extended attribute @name of @path into @buf (size 0: return the
  * length). -ENODATA when absent. */

@@ -1,5 +1,6 @@
 /* blobcache.c - verified blob store with single-flight downloads. */
 #include "blobcache.h"
+#include "tarx.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* A download in progress. Protected by blobcache.lock. */
+/* A download or extraction in progress. Protected by blobcache.lock. */
 struct inflight {
-	char hex[65];
+	char key[80];
 	bool done;
 	int result;
 	unsigned waiters;
@@ -24,8 +25,18 @@ struct inflight {
 	struct inflight *next;
 };
 
+/* An archive we refused: remembered so we do not extract it again. */
+struct xfail {
+	char hex[65];
+	int err;
+	struct tarx_error why;
+	struct xfail *next;
+};
+
 struct blobcache {
 	int root_fd;		/* the cache root, all paths relative to it */
+	char *root;		/* its absolute path, for libarchive */
+	struct xfail *failed;		/* lock */
 	pthread_mutex_t lock;
 	struct inflight *inflight;	/* lock */
 	uint64_t downloads;		/* lock */
@@ -73,7 +84,7 @@ static int mkdir_p(const char *path)
 	return ret;
 }
 
-static void clean_tmp(int root_fd)
+static void clean_tmp(int root_fd, const char *root)
 {
 	int fd = openat(root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
@@ -86,9 +97,16 @@ static void clean_tmp(int root_fd)
 		close(fd);
 		return;
 	}
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			unlinkat(fd, e->d_name, 0);
+	while ((e = readdir(d))) {
+		char p[4200];
+		if (e->d_name[0] == '.')
+			continue;
+		if (unlinkat(fd, e->d_name, 0) == 0)
+			continue;
+		/* A half-extracted archive. */
+		snprintf(p, sizeof(p), "%s/tmp/%s", root, e->d_name);
+		tarx_remove_tree(p);
+	}
 	closedir(d);
 }
 
@@ -108,16 +126,24 @@ int blobcache_new(const char *root, struct blobcache **out)
 		ret = -errno;
 		goto out_free;
 	}
+	bc->root = realpath(root, NULL);
+	if (!bc->root) {
+		ret = -errno;
+		goto out_close;
+	}
 	ret = mkdir_p_at(bc->root_fd, "blobs/sha256");
+	if (ret == 0)
+		ret = mkdir_p_at(bc->root_fd, "extract/sha256");
 	if (ret == 0)
 		ret = mkdir_p_at(bc->root_fd, "tmp");
 	if (ret < 0)
 		goto out_close;
-	clean_tmp(bc->root_fd);
+	clean_tmp(bc->root_fd, bc->root);
 	pthread_mutex_init(&bc->lock, NULL);
 	*out = bc;
 	return 0;
 out_close:
+	free(bc->root);
 	close(bc->root_fd);
 out_free:
 	free(bc);
@@ -129,6 +155,12 @@ void blobcache_free(struct blobcache *bc)
 	if (!bc)
 		return;
 	close(bc->root_fd);
+	while (bc->failed) {
+		struct xfail *x = bc->failed;
+		bc->failed = x->next;
+		free(x);
+	}
+	free(bc->root);
 	pthread_mutex_destroy(&bc->lock);
 	free(bc);
 }
@@ -319,73 +351,100 @@ out_unlink:
 	return ret;
 }
 
-int blobcache_open(struct blobcache *bc, const char *digest, uint64_t size,
-		   blobcache_fetch_fn fetch, void *arg)
+/* Run @fn once for @key however many threads ask at the same time: the
+ * first runs it, the others wait and share its result. */
+static int single_flight(struct blobcache *bc, const char *key, int (*fn)(void *), void *arg)
 {
 	struct inflight *f, **pp;
-	int fd, ret;
+	int ret;
 
-	for (;;) {
-		fd = open_existing(bc, digest, size);
-		if (fd >= 0 || fd != -ENOENT)
-			return fd;
-		if (!fetch)
-			return -ENOENT;
-
-		pthread_mutex_lock(&bc->lock);
-		for (f = bc->inflight; f; f = f->next)
-			if (!strcmp(f->hex, hex_of(digest)))
-				break;
-		if (f) {
-			/* Someone is downloading it: wait, then take their result. */
-			f->waiters++;
-			while (!f->done)
-				pthread_cond_wait(&f->cond, &bc->lock);
-			ret = f->result;
-			if (--f->waiters == 0) {
-				pthread_cond_destroy(&f->cond);
-				free(f);
-			}
-			pthread_mutex_unlock(&bc->lock);
-			if (ret < 0)
-				return ret;
-			continue;	/* open the file they stored */
-		}
-		f = calloc(1, sizeof(*f));
-		if (!f) {
-			pthread_mutex_unlock(&bc->lock);
-			return -ENOMEM;
-		}
-		snprintf(f->hex, sizeof(f->hex), "%s", hex_of(digest));
-		pthread_cond_init(&f->cond, NULL);
-		f->waiters = 1;	/* ourselves */
-		f->next = bc->inflight;
-		bc->inflight = f;
-		bc->downloads++;
-		pthread_mutex_unlock(&bc->lock);
-
-		/* It may have landed between our open and taking the lock. */
-		fd = open_existing(bc, digest, size);
-		ret = fd >= 0 ? 0 : download(bc, digest, size, fetch, arg);
-
-		pthread_mutex_lock(&bc->lock);
-		for (pp = &bc->inflight; *pp != f; pp = &(*pp)->next)
-			;
-		*pp = f->next;
-		f->done = true;
-		f->result = ret;
-		pthread_cond_broadcast(&f->cond);
+	pthread_mutex_lock(&bc->lock);
+	for (f = bc->inflight; f; f = f->next)
+		if (!strcmp(f->key, key))
+			break;
+	if (f) {
+		f->waiters++;
+		while (!f->done)
+			pthread_cond_wait(&f->cond, &bc->lock);
+		ret = f->result;
 		if (--f->waiters == 0) {
 			pthread_cond_destroy(&f->cond);
 			free(f);
 		}
 		pthread_mutex_unlock(&bc->lock);
-		if (fd >= 0)
-			return fd;
-		if (ret < 0)
-			return ret;
-		return open_existing(bc, digest, size);
+		return ret;
 	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		pthread_mutex_unlock(&bc->lock);
+		return -ENOMEM;
+	}
+	snprintf(f->key, sizeof(f->key), "%s", key);
+	pthread_cond_init(&f->cond, NULL);
+	f->waiters = 1;	/* ourselves */
+	f->next = bc->inflight;
+	bc->inflight = f;
+	pthread_mutex_unlock(&bc->lock);
+
+	ret = fn(arg);
+
+	pthread_mutex_lock(&bc->lock);
+	for (pp = &bc->inflight; *pp != f; pp = &(*pp)->next)
+		;
+	*pp = f->next;
+	f->done = true;
+	f->result = ret;
+	pthread_cond_broadcast(&f->cond);
+	if (--f->waiters == 0) {
+		pthread_cond_destroy(&f->cond);
+		free(f);
+	}
+	pthread_mutex_unlock(&bc->lock);
+	return ret;
+}
+
+struct download_job {
+	struct blobcache *bc;
+	const char *digest;
+	uint64_t size;
+	blobcache_fetch_fn fetch;
+	void *arg;
+};
+
+static int download_job(void *p)
+{
+	struct download_job *j = p;
+	int fd;
+
+	/* It may have landed while we waited to lead. */
+	fd = open_existing(j->bc, j->digest, j->size);
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (fd != -ENOENT)
+		return fd;
+	pthread_mutex_lock(&j->bc->lock);
+	j->bc->downloads++;
+	pthread_mutex_unlock(&j->bc->lock);
+	return download(j->bc, j->digest, j->size, j->fetch, j->arg);
+}
+
+int blobcache_open(struct blobcache *bc, const char *digest, uint64_t size,
+		   blobcache_fetch_fn fetch, void *arg)
+{
+	struct download_job j = { bc, digest, size, fetch, arg };
+	char key[80];
+	int fd, ret;
+
+	fd = open_existing(bc, digest, size);
+	if (fd >= 0 || fd != -ENOENT || !fetch)
+		return fd;
+	snprintf(key, sizeof(key), "blob:%s", hex_of(digest));
+	ret = single_flight(bc, key, download_job, &j);
+	if (ret < 0)
+		return ret;
+	return open_existing(bc, digest, size);
 }
 
 struct membuf {
@@ -459,4 +518,96 @@ out_close:
 void blobcache_print_versions(FILE *f)
 {
 	fprintf(f, "%s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+int blobcache_root_fd(struct blobcache *bc)
+{
+	return bc->root_fd;
+}
+
+struct extract_job {
+	struct blobcache *bc;
+	const char *digest;
+	uint64_t size;
+	blobcache_fetch_fn fetch;
+	void *arg;
+	const struct tarx_limits *lim;
+	struct tarx_error *err;
+};
+
+static int extract_job(void *p)
+{
+	struct extract_job *j = p;
+	char final[128], tmp[4200];
+	struct stat st;
+	int fd, ret;
+
+	snprintf(final, sizeof(final), "extract/sha256/%s", hex_of(j->digest));
+	if (fstatat(j->bc->root_fd, final, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	fd = blobcache_open(j->bc, j->digest, j->size, j->fetch, j->arg);
+	if (fd < 0)
+		return fd;
+	snprintf(tmp, sizeof(tmp), "%s/tmp/x.%.16s.%08x", j->bc->root, hex_of(j->digest),
+		 (unsigned)rand());
+	ret = tarx_extract(fd, tmp, j->lim, j->err);
+	close(fd);
+	if (ret == 0) {
+		char dst[4200];
+		snprintf(dst, sizeof(dst), "%s/%s", j->bc->root, final);
+		if (rename(tmp, dst) < 0)
+			ret = -errno;
+	}
+	if (ret < 0)
+		tarx_remove_tree(tmp);
+	if (ret == -EPERM || ret == -EFBIG || ret == -EINVAL) {
+		struct xfail *x = calloc(1, sizeof(*x));
+		if (x) {
+			snprintf(x->hex, sizeof(x->hex), "%s", hex_of(j->digest));
+			x->err = ret;
+			x->why = *j->err;
+			pthread_mutex_lock(&j->bc->lock);
+			x->next = j->bc->failed;
+			j->bc->failed = x;
+			pthread_mutex_unlock(&j->bc->lock);
+		}
+	}
+	return ret;
+}
+
+int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
+		      blobcache_fetch_fn fetch, void *arg, const struct tarx_limits *lim,
+		      struct tarx_error *err)
+{
+	struct extract_job j = { bc, digest, size, fetch, arg, lim, err };
+	char key[80], final[128];
+	struct stat st;
+	int ret;
+
+	snprintf(final, sizeof(final), "extract/sha256/%s", hex_of(digest));
+	if (fstatat(bc->root_fd, final, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	pthread_mutex_lock(&bc->lock);
+	for (struct xfail *x = bc->failed; x; x = x->next) {
+		if (!strcmp(x->hex, hex_of(digest))) {
+			*err = x->why;
+			ret = x->err;
+			pthread_mutex_unlock(&bc->lock);
+			return ret;
+		}
+	}
+	pthread_mutex_unlock(&bc->lock);
+	err->entry[0] = '\0';
+	err->reason = NULL;
+	snprintf(key, sizeof(key), "extract:%s", hex_of(digest));
+	ret = single_flight(bc, key, extract_job, &j);
+	/* A waiter's @err is still empty: look the reason up. */
+	if (ret < 0 && !err->reason) {
+		pthread_mutex_lock(&bc->lock);
+		for (struct xfail *x = bc->failed; x; x = x->next)
+			if (!strcmp(x->hex, hex_of(digest)))
+				*err = x->why;
+		pthread_mutex_unlock(&bc->lock);
+	}
+	return ret;
 }

@@ -2,6 +2,7 @@
  *
  * Layout under the cache root, as in an OCI image layout:
  *   blobs/sha256/<hex>   verified content, never partial
+ *   extract/sha256/<hex> the archive blob <hex>, extracted (see tarx.h)
  *   tmp/                 downloads in progress; emptied by blobcache_new()
  *
  * A blob enters blobs/ only by rename(2) after its SHA-256 matched, so a
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "client.h"	/* reg_sink_fn */
+#include "tarx.h"
 
 struct blobcache;
 
@@ -47,6 +49,17 @@ void blobcache_digest_of(const void *buf, size_t len, char out[72]);
 
 /* The number of downloads started since creation (tests, stats). */
 uint64_t blobcache_downloads(struct blobcache *bc);
+
+/* Make sure archive blob @digest is extracted at extract/sha256/<hex>/
+ * below the root (fetching the blob first when needed). Concurrent calls
+ * share one extraction; a refused archive stays refused (-EPERM, -EFBIG,
+ * -EINVAL, with @err saying which entry and why) for this cache's life. */
+int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
+		      blobcache_fetch_fn fetch, void *arg, const struct tarx_limits *lim,
+		      struct tarx_error *err);
+
+/* The cache root as a directory fd, for *at() calls; borrowed. */
+int blobcache_root_fd(struct blobcache *bc);
 
 /* Print the version of OpenSSL's libcrypto in use. */
 void blobcache_print_versions(FILE *f);

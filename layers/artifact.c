@@ -1,0 +1,407 @@
+/* artifact.c - the view of an artifact directory. See artifact.h. */
+#include "artifact.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blobcache.h"
+
+#define WALK_DEPTH_MAX 16
+#define WALK_ENTRIES_MAX 20000
+
+static void warnf(aview_warn_fn warn, void *arg, const char *fmt, const char *a,
+		  const char *b)
+{
+	char msg[1024];
+
+	if (!warn)
+		return;
+	snprintf(msg, sizeof(msg), fmt, a, b);
+	warn(arg, msg);
+}
+
+static struct aentry *add(struct aview *v, const char *path, enum aentry_kind kind)
+{
+	struct aentry *e;
+
+	for (size_t i = 0; i < v->n; i++)
+		if (!strcmp(v->e[i].path, path))
+			return NULL;	/* taken */
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 32;
+		e = realloc(v->e, cap * sizeof(*e));
+		if (!e)
+			return NULL;
+		v->e = e;
+		v->cap = cap;
+	}
+	e = &v->e[v->n];
+	memset(e, 0, sizeof(*e));
+	e->path = strdup(path);
+	if (!e->path)
+		return NULL;
+	e->kind = kind;
+	e->mode = kind == AE_DIR || kind == AE_ARCHIVE ? 0555 : 0444;
+	v->n++;
+	return e;
+}
+
+static bool taken(const struct aview *v, const char *path)
+{
+	for (size_t i = 0; i < v->n; i++)
+		if (!strcmp(v->e[i].path, path))
+			return true;
+	return false;
+}
+
+/* Add the directories above @path; false if one is taken by a file. */
+static bool add_parents(struct aview *v, const char *path)
+{
+	char buf[4096];
+
+	if (strlen(path) >= sizeof(buf))
+		return false;
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		const struct aentry *e = NULL;
+		for (size_t i = 0; i < v->n; i++)
+			if (!strcmp(v->e[i].path, buf))
+				e = &v->e[i];
+		if (e && e->kind != AE_DIR)
+			return false;
+		if (!e && !add(v, buf, AE_DIR))
+			return false;
+		*p = '/';
+	}
+	return true;
+}
+
+static struct aentry *add_file(struct aview *v, const char *path, enum aentry_kind kind,
+			       const struct descriptor *d)
+{
+	struct aentry *e;
+
+	if (taken(v, path) || !add_parents(v, path))
+		return NULL;
+	e = add(v, path, kind);
+	if (e && d) {
+		e->digest = d->digest;
+		e->size = d->size;
+		e->media_type = d->media_type;
+		e->annotations = d->annotations;
+	}
+	return e;
+}
+
+static int add_blob(struct aview *v, const struct descriptor *d, enum aentry_kind kind)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "blobs/sha256/%s", d->digest + 7);
+	if (taken(v, path))
+		return 0;
+	return add_file(v, path, kind, d) ? 0 : -ENOMEM;
+}
+
+static int add_data(struct aview *v, const char *path, char *data, const char *media_type)
+{
+	struct aentry *e;
+
+	if (!data)
+		return -ENOMEM;
+	e = add_file(v, path, AE_DATA, NULL);
+	if (!e) {
+		free(data);
+		return -ENOMEM;
+	}
+	e->data = data;
+	e->size = strlen(data);
+	e->media_type = media_type;
+	blobcache_digest_of(data, e->size, e->data_digest);
+	e->digest = e->data_digest;
+	return 0;
+}
+
+static bool binary_like(const struct descriptor *d)
+{
+	const char *mt = d->media_type;
+
+	if (platform_layer_is_archive(d) || !strncmp(mt, "text/", 5) || strstr(mt, "json") ||
+	    strstr(mt, "yaml"))
+		return false;
+	return true;
+}
+
+static const char *base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
+}
+
+static int build_image(struct aview *v, const struct oci_platform *p, aview_warn_fn warn,
+		       void *warn_arg)
+{
+	const struct manifest *m = v->m;
+	struct descriptor self = { 0 };
+	bool have_this = false, have_candidate = false;
+	struct aentry *e;
+	int ret;
+
+	self.media_type = m->media_type;
+	self.digest = v->digest;
+	self.size = v->len;
+	self.annotations = m->annotations;
+	if (!add_file(v, "manifest.json", AE_MANIFEST, &self))
+		return -ENOMEM;
+	ret = add_blob(v, &self, AE_MANIFEST);
+	if (ret < 0)
+		return ret;
+	if (m->has_config) {
+		if (!add_file(v, "config.json", AE_BLOB, &m->config))
+			return -ENOMEM;
+		ret = add_blob(v, &m->config, AE_BLOB);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < m->n_layers; i++) {
+		const struct descriptor *d = &m->layers[i];
+		enum layer_class c = platform_layer_class(d, p);
+		char name[4200];
+
+		ret = add_blob(v, d, AE_BLOB);
+		if (ret < 0)
+			return ret;
+		if (c == LAYER_OTHER)
+			continue;	/* not listed, never fetched */
+		have_this |= c == LAYER_THIS;
+		have_candidate |= platform_layer_may_hold_binaries(d);
+		if (platform_layer_is_archive(d)) {
+			if (d->title)
+				snprintf(name, sizeof(name), "%s.d", d->title);
+			else
+				snprintf(name, sizeof(name), "layer%zu.d", i);
+			e = add_file(v, name, AE_ARCHIVE, d);
+			if (e)
+				e->mode = 0555;
+		}
+		if (!d->title)
+			continue;
+		e = add_file(v, d->title, AE_BLOB, d);
+		if (!e) {
+			warnf(warn, warn_arg, "layer %s: title \"%s\" clashes with another "
+			      "entry; it is only under blobs/", d->digest, d->title);
+			continue;
+		}
+		if (c == LAYER_THIS && binary_like(d)) {
+			e->mode = 0555;
+			/* This platform's binary, also at the top by its base name. */
+			if (strchr(d->title, '/')) {
+				e = add_file(v, base_name(d->title), AE_BLOB, d);
+				if (e)
+					e->mode = 0555;
+			}
+		}
+	}
+	if (!have_this && have_candidate && !taken(v, "entrypoint")) {
+		e = add_file(v, "entrypoint", AE_FALLBACK, NULL);
+		if (!e)
+			return -ENOMEM;
+		e->mode = 0555;
+	}
+	return 0;
+}
+
+static char *layout_index(const char *media_type, const char *digest, uint64_t size)
+{
+	char *s;
+
+	if (asprintf(&s,
+		     "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\","
+		     "\"digest\":\"%s\",\"size\":%llu}]}\n",
+		     media_type, digest, (unsigned long long)size) < 0)
+		return NULL;
+	return s;
+}
+
+int aview_build(struct manifest *index, const char *index_digest, uint64_t index_len,
+		struct manifest *m, const char *digest, uint64_t len,
+		const struct oci_platform *p, aview_warn_fn warn, void *warn_arg,
+		struct aview **out)
+{
+	struct aview *v = calloc(1, sizeof(*v));
+	int ret = -ENOMEM;
+
+	if (!v) {
+		manifest_free(index);
+		manifest_free(m);
+		return -ENOMEM;
+	}
+	v->index = index;
+	v->m = m;
+	v->index_len = index_len;
+	v->len = len;
+	if ((index_digest && !(v->index_digest = strdup(index_digest))) ||
+	    (digest && !(v->digest = strdup(digest))))
+		goto out_free;
+	if (index) {
+		size_t off = 0;
+		struct descriptor self = { 0 };
+		self.media_type = index->media_type;
+		self.digest = v->index_digest;
+		self.size = index_len;
+		self.annotations = index->annotations;
+		ret = add_blob(v, &self, AE_MANIFEST);
+		for (size_t i = 0; ret == 0 && i < index->n_layers; i++) {
+			const struct descriptor *d = &index->layers[i];
+			ret = add_blob(v, d, AE_MANIFEST);
+			if (d->has_platform && off < sizeof(v->offered))
+				off += (size_t)snprintf(v->offered + off, sizeof(v->offered) - off,
+							"%s%s/%s%s%s", off ? ", " : "",
+							d->platform.os, d->platform.architecture,
+							d->platform.variant ? "/" : "",
+							d->platform.variant ? d->platform.variant : "");
+		}
+		if (ret < 0)
+			goto out_free;
+	}
+	if (m) {
+		ret = build_image(v, p, warn, warn_arg);
+		if (ret < 0)
+			goto out_free;
+	}
+	/* The directory is an OCI image layout too (skopeo, umoci, oras). */
+	ret = add_data(v, "oci-layout", strdup("{\"imageLayoutVersion\":\"1.0.0\"}\n"),
+		       "application/json");
+	if (ret == 0)
+		ret = add_data(v, "index.json",
+			       index ? layout_index(index->media_type, v->index_digest, index_len) :
+				       layout_index(m->media_type, v->digest, len),
+			       "application/vnd.oci.image.index.v1+json");
+	if (ret < 0)
+		goto out_free;
+	*out = v;
+	return 0;
+out_free:
+	aview_free(v);
+	return ret;
+}
+
+void aview_free(struct aview *v)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < v->n; i++) {
+		free(v->e[i].path);
+		free(v->e[i].data);
+	}
+	free(v->e);
+	manifest_free(v->index);
+	manifest_free(v->m);
+	free(v->index_digest);
+	free(v->digest);
+	free(v);
+}
+
+const struct aentry *aview_lookup(const struct aview *v, const char *path, const char **rest)
+{
+	*rest = NULL;
+	for (size_t i = 0; i < v->n; i++) {
+		const struct aentry *e = &v->e[i];
+		size_t l = strlen(e->path);
+		if (!strcmp(e->path, path))
+			return e;
+		if (e->kind == AE_ARCHIVE && !strncmp(path, e->path, l) && path[l] == '/') {
+			*rest = path + l + 1;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+size_t aview_fallback_layers(const struct aview *v, const struct oci_platform *p, int *out,
+			     size_t max)
+{
+	size_t n = 0;
+
+	if (!v->m)
+		return 0;
+	for (size_t i = 0; i < v->m->n_layers && n < max; i++) {
+		const struct descriptor *d = &v->m->layers[i];
+		if (platform_layer_may_hold_binaries(d) &&
+		    platform_layer_class(d, p) != LAYER_OTHER)
+			out[n++] = (int)i;
+	}
+	/* Largest first: the multi-platform binaries dwarf the rest. */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && v->m->layers[out[j]].size > v->m->layers[out[j - 1]].size; j--) {
+			int t = out[j];
+			out[j] = out[j - 1];
+			out[j - 1] = t;
+		}
+	return n;
+}
+
+/* Depth-first search for a regular file naming @p, preferring
+ * "entrypoint". @rel is the path so far. */
+static int walk(int dirfd, const char *rel, int depth, const struct oci_platform *p,
+		char *best, size_t len, int *budget)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd = dup(dirfd);
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) && --*budget > 0) {
+		char path[4096];
+		struct stat st;
+		struct oci_platform q;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth < WALK_DEPTH_MAX) {
+			int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+			if (sub >= 0) {
+				walk(sub, path, depth + 1, p, best, len, budget);
+				close(sub);
+			}
+		} else if (S_ISREG(st.st_mode) && platform_in_name(path, &q) &&
+			   platform_score(p, q.os, q.arch, q.variant)) {
+			bool is_ep = !strcmp(de->d_name, "entrypoint");
+			if (!best[0] || (is_ep && strcmp(base_name(best), "entrypoint")) ||
+			    (is_ep == !strcmp(base_name(best), "entrypoint") &&
+			     strcmp(path, best) < 0))
+				snprintf(best, len, "%s", path);
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+int aview_find_entrypoint(int dirfd, const struct oci_platform *p, char *out, size_t len)
+{
+	int budget = WALK_ENTRIES_MAX;
+	char best[4096] = "";
+
+	walk(dirfd, "", 0, p, best, sizeof(best), &budget);
+	if (!best[0])
+		return -ENOENT;
+	snprintf(out, len, "%s", best);
+	return 0;
+}

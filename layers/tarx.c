@@ -1,0 +1,250 @@
+/* tarx.c - tar extraction with libarchive, refusing anything unsafe. */
+#include "tarx.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Walk @path's components, tracking depth; false if it ever goes above
+ * the root. @start_depth is where the walk begins. */
+static bool walk_stays_inside(const char *path, int start_depth)
+{
+	int depth = start_depth;
+	const char *p = path;
+
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			if (--depth < 0)
+				return false;
+		} else if (!(len == 0 || (len == 1 && p[0] == '.'))) {
+			depth++;
+		}
+		if (!slash)
+			break;
+		p = slash + 1;
+	}
+	return true;
+}
+
+bool tarx_path_ok(const char *path)
+{
+	const char *p = path;
+
+	if (!path || !*path || path[0] == '/')
+		return false;
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+		if (*c < 0x20)
+			return false;
+	/* No ".." component at all, even one that would stay inside. */
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len == 2 && p[0] == '.' && p[1] == '.')
+			return false;
+		if (!slash)
+			break;
+		p = slash + 1;
+	}
+	return true;
+}
+
+bool tarx_symlink_ok(const char *path, const char *target)
+{
+	int depth = 0;
+	const char *p = path;
+
+	if (!target || !*target || target[0] == '/')
+		return false;
+	/* The link lives in dirname(path): count its depth. */
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash)
+			break;
+		size_t len = (size_t)(slash - p);
+		if (len && !(len == 1 && p[0] == '.'))
+			depth++;
+		p = slash + 1;
+	}
+	return walk_stays_inside(target, depth);
+}
+
+static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	if (type == FTW_DP)
+		return rmdir(p) < 0 ? -1 : 0;
+	return unlink(p) < 0 ? -1 : 0;
+}
+
+int tarx_remove_tree(const char *path)
+{
+	/* Directories extracted read-only must become writable to empty. */
+	if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return 0;
+}
+
+static void refuse(struct tarx_error *err, const char *entry, const char *reason)
+{
+	snprintf(err->entry, sizeof(err->entry), "%s", entry ? entry : "?");
+	err->reason = reason;
+}
+
+/* Map libarchive's result once, here. */
+static int archive_errno_of(struct archive *a)
+{
+	int e = archive_errno(a);
+
+	if (e == ENOMEM || e == ENOSPC || e == EDQUOT || e == EIO)
+		return -e;
+	return -EINVAL;
+}
+
+int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim,
+		 struct tarx_error *err)
+{
+	struct archive *in, *out;
+	struct archive_entry *e;
+	uint64_t bytes = 0, entries = 0;
+	char *full = NULL;
+	int ret = 0;
+
+	err->entry[0] = '\0';
+	err->reason = NULL;
+	if (mkdir(dest_abs, 0755) < 0)
+		return -errno;
+	in = archive_read_new();
+	out = archive_write_disk_new();
+	if (!in || !out) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	archive_read_support_filter_gzip(in);
+	archive_read_support_filter_zstd(in);
+	archive_read_support_filter_xz(in);
+	archive_read_support_filter_bzip2(in);
+	archive_read_support_format_tar(in);
+	archive_read_support_format_gnutar(in);
+	/* We validate paths ourselves and then make them absolute under
+	 * @dest_abs; libarchive still refuses to write through symlinks. */
+	archive_write_disk_set_options(out, ARCHIVE_EXTRACT_TIME |
+					    ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+					    ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+					    ARCHIVE_EXTRACT_NO_OVERWRITE_NEWER);
+	if (archive_read_open_fd(in, src_fd, 1 << 16) != ARCHIVE_OK) {
+		refuse(err, NULL, "not a tar archive");
+		ret = -EINVAL;
+		goto out_free;
+	}
+	for (;;) {
+		int r = archive_read_next_header(in, &e);
+		const char *name, *link;
+		mode_t type;
+
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+			refuse(err, NULL, entries ? "corrupt archive" : "not a tar archive");
+			ret = archive_errno_of(in);
+			goto out_free;
+		}
+		name = archive_entry_pathname(e);
+		if (++entries > lim->max_entries) {
+			refuse(err, name, "too many entries");
+			ret = -EFBIG;
+			goto out_free;
+		}
+		if (!tarx_path_ok(name)) {
+			refuse(err, name, "absolute path or \"..\" in entry name");
+			ret = -EPERM;
+			goto out_free;
+		}
+		type = archive_entry_filetype(e);
+		if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+			refuse(err, name, "device node, FIFO or socket");
+			ret = -EPERM;
+			goto out_free;
+		}
+		if ((link = archive_entry_hardlink(e))) {
+			if (!tarx_path_ok(link)) {
+				refuse(err, name, "hard link outside the layer");
+				ret = -EPERM;
+				goto out_free;
+			}
+			free(full);
+			if (asprintf(&full, "%s/%s", dest_abs, link) < 0) {
+				ret = -ENOMEM;
+				goto out_free;
+			}
+			archive_entry_set_hardlink(e, full);
+		} else if (type == AE_IFLNK &&
+			   !tarx_symlink_ok(name, archive_entry_symlink(e))) {
+			refuse(err, name, "symbolic link pointing outside the layer");
+			ret = -EPERM;
+			goto out_free;
+		}
+		if (type == AE_IFREG) {
+			int64_t sz = archive_entry_size(e);
+			if (sz < 0 || (bytes += (uint64_t)sz) > lim->max_bytes) {
+				refuse(err, name, "extracted size over the limit");
+				ret = -EFBIG;
+				goto out_free;
+			}
+		}
+		/* No set-id bits, nothing writable by others. */
+		archive_entry_set_perm(e, archive_entry_perm(e) & 0755);
+		free(full);
+		if (asprintf(&full, "%s/%s", dest_abs, name) < 0) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		archive_entry_set_pathname(e, full);
+		r = archive_write_header(out, e);
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+			refuse(err, name, archive_error_string(out));
+			ret = archive_errno_of(out);
+			goto out_free;
+		}
+		if (type == AE_IFREG && archive_entry_size(e) > 0) {
+			const void *buf;
+			size_t len;
+			int64_t off;
+			while ((r = archive_read_data_block(in, &buf, &len, &off)) == ARCHIVE_OK) {
+				if (archive_write_data_block(out, buf, len, off) < 0) {
+					refuse(err, name, archive_error_string(out));
+					ret = archive_errno_of(out);
+					goto out_free;
+				}
+			}
+			if (r != ARCHIVE_EOF) {
+				refuse(err, name, "corrupt archive data");
+				ret = archive_errno_of(in);
+				goto out_free;
+			}
+		}
+		if (archive_write_finish_entry(out) < ARCHIVE_WARN) {
+			refuse(err, name, archive_error_string(out));
+			ret = archive_errno_of(out);
+			goto out_free;
+		}
+	}
+out_free:
+	free(full);
+	if (out) {
+		archive_write_close(out);
+		archive_write_free(out);
+	}
+	if (in)
+		archive_read_free(in);
+	return ret;
+}
