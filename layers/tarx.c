@@ -170,12 +170,14 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 			goto out_free;
 		}
 		type = archive_entry_filetype(e);
-		if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+		link = archive_entry_hardlink(e);
+		/* Hard links may carry no file type of their own. */
+		if (!link && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
 			refuse(err, name, "device node, FIFO or socket");
 			ret = -EPERM;
 			goto out_free;
 		}
-		if ((link = archive_entry_hardlink(e))) {
+		if (link) {
 			if (!tarx_path_ok(link)) {
 				refuse(err, name, "hard link outside the layer");
 				ret = -EPERM;
