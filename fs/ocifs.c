@@ -113,7 +113,9 @@ static void fill_stat(const struct tree_attr *a, struct stat *st)
 
 static void *oc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	(void)conn;
+	/* Cold reads come from a cache file: splice it to the kernel. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	cfg->use_ino = 0;
 	/* Tags move: let the kernel re-ask after a second; our caches answer. */
 	cfg->entry_timeout = 1.0;
