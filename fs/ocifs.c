@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "platform.h"
+#include "ref.h"
 #include "tree.h"
 #include "blobcache.h"
 #include "client.h"
@@ -37,6 +38,8 @@ struct options {
 	size_t n_registries;
 	char **insecure;	/* NULL-terminated, owned */
 	size_t n_insecure;
+	char *args[2];		/* positional: [SOURCE] MOUNTPOINT */
+	size_t n_args;
 };
 
 enum { KEY_REGISTRY, KEY_INSECURE, KEY_DEBUG };
@@ -93,6 +96,16 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	case KEY_DEBUG:
 		o->debug = 1;
 		return 1;	/* keep it for libfuse too */
+	case FUSE_OPT_KEY_NONOPT:
+		/* Collected here; main() passes the last on as the mount point. */
+		if (o->n_args == 2) {
+			fprintf(stderr, "ocifs: too many arguments: '%s'\n", arg);
+			return -1;
+		}
+		if (!(o->args[o->n_args] = strdup(arg)))
+			return -1;
+		o->n_args++;
+		return 0;
 	default:
 		return 1;
 	}
@@ -182,15 +195,19 @@ static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 
 static int oc_open(const char *path, struct fuse_file_info *fi)
 {
+	bool direct;
 	int fd;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	fd = tree_open(tree, path);
+	fd = tree_open(tree, path, &direct);
 	if (fd < 0)
 		return fd;
 	fi->fh = (uint64_t)fd;
-	fi->keep_cache = 1;	/* content-addressed: never stale */
+	if (direct)
+		fi->direct_io = 1;	/* generated: its size is known only now */
+	else
+		fi->keep_cache = 1;	/* content-addressed: never stale */
 	return 0;
 }
 
@@ -312,7 +329,9 @@ static const struct fuse_operations oc_ops = {
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
+	printf("usage: %s [options] MOUNTPOINT            every registry\n"
+	       "       %s [options] REGISTRY MOUNTPOINT   one registry's repositories\n"
+	       "       %s [options] REFERENCE MOUNTPOINT  one artifact (e.g. ghcr.io/org/tool:v1)\n\n"
 	       "Mount OCI / Docker registries as a read-only filesystem:\n"
 	       "  MOUNTPOINT/<registry>/<repository>/<tag>/manifest.json ...\n\n"
 	       "ocifs options:\n"
@@ -332,7 +351,7 @@ static void usage(const char *prog)
 	       "    -o max_entries=N       cap on entries in one archive layer (default 100000)\n"
 	       "    -V   --version         print versions and exit\n"
 	       "    -h   --help            print this help and exit\n\n",
-	       prog);
+	       prog, prog, prog);
 }
 
 /* "10G", "512M", "4096" -> bytes; -1 when malformed. */
@@ -356,6 +375,30 @@ static long long parse_size(const char *s)
 	if (*end || v > (1ull << (62 - shift)))
 		return -1;
 	return (long long)(v << shift);
+}
+
+/* SOURCE is a registry ("ghcr.io", "localhost:5000") or a reference
+ * ("ghcr.io/org/tool:v1", "ubuntu"): the tree path the mount's root shows. */
+static int root_of(const char *src, char *out, size_t len)
+{
+	struct ref r;
+	const char *why = NULL;
+	int ret;
+
+	if (!strchr(src, '/') && ref_valid_registry(src) &&
+	    (strchr(src, '.') || strchr(src, ':') || !strcmp(src, "localhost"))) {
+		snprintf(out, len, "/%s", src);
+		return 0;
+	}
+	ret = ref_parse(src, &r, &why);
+	if (ret < 0) {
+		fprintf(stderr, "ocifs: '%s': not a registry or reference: %s\n", src,
+			why ? why : strerror(-ret));
+		return ret;
+	}
+	snprintf(out, len, "/%s/%s/%s", r.registry, r.repository, r.digest ? r.digest : r.tag);
+	ref_release(&r);
+	return 0;
 }
 
 static char *default_cache(void)
@@ -383,6 +426,7 @@ int main(int argc, char *argv[])
 	struct fuse *fuse = NULL;
 	struct tree_opts to;
 	char *cache_abs = NULL;
+	char root[2048] = "";
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
@@ -395,6 +439,8 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out_args;
 	}
+	if (o.n_args > 0 && fuse_opt_add_arg(&args, o.args[o.n_args - 1]) != 0)
+		goto out_args;
 	if (fuse_parse_cmdline(&args, &cl) != 0)
 		goto out_args;
 	if (o.show_help || cl.show_help) {
@@ -408,6 +454,13 @@ int main(int argc, char *argv[])
 	if (!cl.mountpoint) {
 		fprintf(stderr, "%s: no mount point given\nTry '%s --help'.\n", argv[0], argv[0]);
 		goto out_args;
+	}
+	if (o.n_args == 2) {
+		ret = root_of(o.args[0], root, sizeof(root));
+		if (ret) {
+			ret = 1;
+			goto out_args;
+		}
 	}
 	if (!o.cache)
 		o.cache = default_cache();
@@ -442,6 +495,7 @@ int main(int argc, char *argv[])
 		lim.max_entries = o.max_entries;
 
 	to = (struct tree_opts){
+		.root = root,
 		.cache_dir = o.cache,
 		.tag_ttl = o.tag_ttl,
 		.registries = (const char *const *)o.registries,
@@ -460,6 +514,19 @@ int main(int argc, char *argv[])
 	}
 	ret = 1;
 	mount_time = time(NULL);
+	if (o.n_args == 2 && strchr(o.args[0], '/')) {
+		/* A reference mount fails now if the reference does not exist;
+		 * a registry that is down only gets a warning (fstab, _netdev). */
+		int r = tree_check_root(tree);
+		if (r == -ENOENT || r == -EACCES) {
+			fprintf(stderr, "ocifs: %s: %s\n", o.args[0],
+				r == -ENOENT ? "no such repository or tag" : "access denied");
+			goto out_tree;
+		}
+		if (r < 0)
+			fprintf(stderr, "ocifs: warning: %s: %s; mounting anyway\n", o.args[0],
+				strerror(-r));
+	}
 
 	/* Read-only at the kernel too: writes fail with EROFS before us. */
 	fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=ocifs,subtype=ocifs");
@@ -498,6 +565,8 @@ out_tree:
 out_args:
 	free(cache_abs);
 	free(cl.mountpoint);
+	free(o.args[0]);
+	free(o.args[1]);
 	for (size_t i = 0; i < o.n_registries; i++)
 		free(o.registries[i]);
 	for (size_t i = 0; i < o.n_insecure; i++)

@@ -1,6 +1,7 @@
 /* tree.c - path resolution and caches behind the mount. See tree.h. */
 #include "tree.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "manifest.h"
 #include "platform.h"
 #include "ref.h"
+#include "stats.h"
 
 #define PATH_COMPONENTS_MAX 64
 
@@ -54,6 +57,8 @@ struct listent {
 };
 
 struct tree {
+	char root[2048];	/* prefix of every path; see tree_opts */
+	struct stats *stats;
 	struct regclient *rc;
 	struct blobcache *bc;
 	struct oci_platform platform;
@@ -77,7 +82,9 @@ static time_t now(void)
 
 static void trace(void *arg, const char *method, const char *url, long status, double secs)
 {
-	(void)arg;
+	struct tree *t = arg;
+
+	stats_request(t->stats, url, status, secs);
 	log_msg(LOG_DEBUG, "%s %s -> %ld (%.3f s)", method, url, status, secs);
 }
 
@@ -95,6 +102,13 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
+	ro.trace_arg = t;
+	snprintf(t->root, sizeof(t->root), "%s", o->root ? o->root : "");
+	t->stats = stats_new();
+	if (!t->stats) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
 	ret = blobcache_new(o->cache_dir, &t->bc);
 	if (ret < 0)
 		goto out_free;
@@ -166,6 +180,7 @@ void tree_free(struct tree *t)
 	strlist_release(&t->registries);
 	regclient_free(t->rc);
 	blobcache_free(t->bc);
+	stats_free(t->stats);
 	free(t);
 }
 
@@ -361,6 +376,8 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 	pthread_mutex_unlock(&t->lock);
 	if (a)
 		artifact_free(a);	/* another thread won the race */
+	else
+		stats_saved(t->stats, b->v->skipped);
 	*out = b;
 	ret = 0;
 	goto out_body;
@@ -521,6 +538,11 @@ static int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, cons
 
 	if (ret != 0 || !*repo_exists || platform_in_name(tag, NULL))
 		return ret;
+	/* Only version-like tags are split per platform; this spares a probe
+	 * per namespace level ("acme" in acme/tools/cli). */
+	if (!(isdigit((unsigned char)tag[0]) ||
+	      (tag[0] == 'v' && isdigit((unsigned char)tag[1])) || !strcmp(tag, "latest")))
+		return 0;
 	snprintf(alt, sizeof(alt), "%s-%s-%s", tag, t->platform.os, t->platform.arch);
 	if (!ref_valid_tag(alt))
 		return 0;
@@ -645,7 +667,16 @@ static bool is_repo_candidate(struct tree *t, const char *reg, const char *name)
 	return k < 0 || k == 1;
 }
 
-enum rkind { R_ROOT, R_REGISTRY, R_NAMESPACE, R_ARTIFACT };
+enum rkind {
+	R_ROOT,
+	R_REGISTRY,
+	R_NAMESPACE,
+	R_ARTIFACT,
+	R_CONTROL,	/* /.ocifs: not listed */
+	R_STATS,	/* /.ocifs/stats */
+};
+
+#define CONTROL_DIR "/.ocifs"
 
 struct resolved {
 	enum rkind kind;
@@ -751,8 +782,22 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 struct fetch_ctx {
 	struct tree *t;
 	const char *reg, *repo, *digest;
+	uint64_t size;
 	bool is_manifest;
+	bool fetched;		/* set when a download happened */
+	/* Between the registry and the cache's sink: counts progress. */
+	reg_sink_fn sink;
+	void *sink_arg;
+	struct stats_download *progress;
 };
+
+static int counting_sink(void *arg, const void *data, size_t len)
+{
+	struct fetch_ctx *f = arg;
+
+	stats_download_progress(f->t->stats, f->progress, data ? len : 0, !data);
+	return f->sink(f->sink_arg, data, len);
+}
 
 static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
 {
@@ -761,19 +806,25 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
 	char what[1600];
 	int ret;
 
+	f->fetched = true;
+	f->sink = sink;
+	f->sink_arg = sink_arg;
 	snprintf(what, sizeof(what), "%s/%s@%s", f->reg, f->repo, f->digest);
+	f->progress = stats_download_begin(f->t->stats, what, f->digest, f->size);
 	if (f->is_manifest) {
 		struct reg_manifest rm = { 0 };
 		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, &rm, &err);
 		if (ret == 0) {
-			ret = sink(sink_arg, rm.body, rm.len);
+			ret = counting_sink(f, rm.body, rm.len);
 			reg_manifest_release(&rm);
-			return ret;
 		}
 	} else {
-		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, sink, sink_arg, &err);
+		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, counting_sink, f,
+					 &err);
 	}
-	if (ret < 0 && ret != -EBADMSG)
+	stats_download_end(f->t->stats, f->progress, ret);
+	f->progress = NULL;
+	if (ret < 0 && ret != -EBADMSG && (f->is_manifest || err.status || err.message[0]))
 		log_reg_error(what, &err, ret);
 	return ret;
 }
@@ -782,8 +833,11 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
 static int open_blob(struct tree *t, const struct artifact *a, const char *digest,
 		     uint64_t size, bool is_manifest)
 {
-	struct fetch_ctx f = { t, a->registry, a->repo, digest, is_manifest };
+	struct fetch_ctx f = { .t = t, .reg = a->registry, .repo = a->repo, .digest = digest,
+			       .size = size, .is_manifest = is_manifest };
 	int ret = blobcache_open(t->bc, digest, size, fetch_blob, &f);
+
+	stats_open(t->stats, !f.fetched);
 
 	if (ret == -EBADMSG) {
 		log_msg(LOG_ERR, "%s/%s@%s: blob %s failed verification (digest or size "
@@ -799,7 +853,8 @@ static int open_blob(struct tree *t, const struct artifact *a, const char *diges
 static int extract(struct tree *t, const struct artifact *a, const char *digest, uint64_t size,
 		   bool quiet_if_not_tar)
 {
-	struct fetch_ctx f = { t, a->registry, a->repo, digest, false };
+	struct fetch_ctx f = { .t = t, .reg = a->registry, .repo = a->repo, .digest = digest,
+			       .size = size };
 	struct tarx_error err;
 	int ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
 
@@ -929,11 +984,37 @@ struct target {
 
 static int target_get(struct tree *t, const char *path, struct target *g)
 {
-	int ret = resolve(t, path, &g->r);
+	char full[4096];
+	int ret;
 
 	g->e = NULL;
 	g->rest = NULL;
 	g->ext[0] = '\0';
+	/* The control directory sits at the mount's root in every mode. */
+	if (!strncmp(path, CONTROL_DIR, strlen(CONTROL_DIR))) {
+		const char *rest = path + strlen(CONTROL_DIR);
+		memset(&g->r, 0, sizeof(g->r));
+		if (!*rest) {
+			g->r.kind = R_CONTROL;
+			return 0;
+		}
+		if (!strcmp(rest, "/stats")) {
+			g->r.kind = R_STATS;
+			return 0;
+		}
+		if (*rest == '/')
+			return -ENOENT;
+	}
+	if (t->root[0]) {
+		size_t rl = strlen(t->root), pl = strcmp(path, "/") ? strlen(path) : 0;
+		if (rl + pl >= sizeof(full))
+			return -ENAMETOOLONG;
+		memcpy(full, t->root, rl);
+		memcpy(full + rl, path, pl);
+		full[rl + pl] = '\0';
+		path = full;
+	}
+	ret = resolve(t, path, &g->r);
 	if (ret < 0 || g->r.kind != R_ARTIFACT || !g->r.inner[0])
 		return ret;
 	g->e = aview_lookup(g->r.art->v, g->r.inner, &g->rest);
@@ -965,6 +1046,9 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 			out->mode = S_IFREG | 0555;
 	} else if (g->e) {
 		entry_attr(g->e, out);
+	} else if (g->r.kind == R_STATS) {
+		out->mode = S_IFREG | 0444;
+		out->size = 0;	/* generated on open; read with direct I/O */
 	} else {
 		dir_attr(out);
 	}
@@ -1178,23 +1262,67 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 	case R_ARTIFACT:
 		ret = readdir_artifact(t, g, fill, ctx);
 		break;
+	case R_CONTROL:
+		a.mode = S_IFREG | 0444;
+		a.size = 0;
+		fill(ctx, "stats", &a);
+		break;
+	case R_STATS:
+		ret = -ENOTDIR;
+		break;
 	}
 out_free:
 	free(g);
 	return ret;
 }
 
-int tree_open(struct tree *t, const char *path)
+/* The stats document in an anonymous file. */
+static int open_stats(struct tree *t)
+{
+	char *doc;
+	size_t len, off = 0;
+	int fd, ret;
+
+	ret = stats_json(t->stats, &doc, &len);
+	if (ret < 0)
+		return ret;
+	fd = memfd_create("ocifs-stats", MFD_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, doc + off, len - off);
+		if (n < 0) {
+			ret = -errno;
+			close(fd);
+			goto out_free;
+		}
+		off += (size_t)n;
+	}
+	ret = fd;
+out_free:
+	free(doc);
+	return ret;
+}
+
+int tree_open(struct tree *t, const char *path, bool *direct)
 {
 	struct target *g = malloc(sizeof(*g));
 	const struct aentry *e;
 	int ret;
 
+	*direct = false;
 	if (!g)
 		return -ENOMEM;
 	ret = target_get(t, path, g);
 	if (ret < 0)
 		goto out_free;
+	if (g->r.kind == R_STATS) {
+		*direct = true;
+		ret = open_stats(t);
+		goto out_free;
+	}
 	e = g->e;
 	if (g->ext[0]) {
 		ret = openat(blobcache_root_fd(t->bc), g->ext, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -1216,6 +1344,13 @@ int tree_open(struct tree *t, const char *path)
 out_free:
 	free(g);
 	return ret;
+}
+
+int tree_check_root(struct tree *t)
+{
+	struct tree_attr a;
+
+	return tree_getattr(t, "/", &a);
 }
 
 int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)

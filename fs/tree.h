@@ -21,6 +21,8 @@
 #include "tarx.h"
 
 struct tree_opts {
+	const char *root;		/* "" (all registries), "/<registry>" or
+					 * "/<registry>/<repo>/<ref>" (one artifact) */
 	const char *cache_dir;
 	unsigned tag_ttl;		/* seconds */
 	const char *const *registries;	/* NULL-terminated, shown in / */
@@ -49,8 +51,13 @@ typedef int (*tree_fill_fn)(void *ctx, const char *name, const struct tree_attr 
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx);
 
 /* Open the file at @path for reading: returns an fd into the cache
- * (downloading and verifying first if needed) or -errno. */
-int tree_open(struct tree *t, const char *path);
+ * (downloading and verifying first if needed) or -errno. *direct is set
+ * for files whose size is not known up front (/.ocifs/stats). */
+int tree_open(struct tree *t, const char *path, bool *direct);
+
+/* Resolve the mount's root now (reference mounts check their reference
+ * at start). 0 or -errno. */
+int tree_check_root(struct tree *t);
 
 /* The target of the symlink at @path (inside an archive layer). */
 int tree_readlink(struct tree *t, const char *path, char *buf, size_t size);

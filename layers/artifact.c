@@ -179,8 +179,10 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 		ret = add_blob(v, d, AE_BLOB);
 		if (ret < 0)
 			return ret;
-		if (c == LAYER_OTHER)
+		if (c == LAYER_OTHER) {
+			v->skipped += d->size;
 			continue;	/* not listed, never fetched */
+		}
 		have_this |= c == LAYER_THIS;
 		have_candidate |= platform_layer_may_hold_binaries(d);
 		if (platform_layer_is_archive(d)) {

@@ -52,6 +52,7 @@ struct aview {
 	char *digest;
 	uint64_t len;
 	char offered[512];	/* platforms an index offered, for the log */
+	uint64_t skipped;	/* bytes of other platforms' layers */
 	struct aentry *e;
 	size_t n, cap;
 };

@@ -2,6 +2,7 @@
 #include "blobcache.h"
 #include "tarx.h"
 
+#include <archive.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -518,6 +519,7 @@ out_close:
 void blobcache_print_versions(FILE *f)
 {
 	fprintf(f, "%s\n", OpenSSL_version(OPENSSL_VERSION));
+	fprintf(f, "%s\n", archive_version_details());
 }
 
 int blobcache_root_fd(struct blobcache *bc)
