@@ -8,6 +8,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,10 @@ struct options {
 	char *platform;
 	char *max_extract;
 	unsigned long long max_entries;
+	char *cache_max;
+	int cache_info;
+	int cache_prune;
+	char *prune_age;
 	int show_help;
 	int show_version;
 	int debug;
@@ -54,6 +59,10 @@ static const struct fuse_opt option_spec[] = {
 	OPT("platform=%s", platform),
 	OPT("max_extract=%s", max_extract),
 	OPT("max_entries=%llu", max_entries),
+	OPT("cache_max=%s", cache_max),
+	OPT("--cache-info", cache_info),
+	OPT("--cache-prune", cache_prune),
+	OPT("--cache-prune=%s", prune_age),
 	OPT("-h", show_help),
 	OPT("--help", show_help),
 	OPT("-V", show_version),
@@ -193,18 +202,28 @@ static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	return tree_readdir(tree, path, fill_one, &c);
 }
 
+static struct tree_file *file_of(struct fuse_file_info *fi)
+{
+	return (struct tree_file *)(uintptr_t)fi->fh;
+}
+
 static int oc_open(const char *path, struct fuse_file_info *fi)
 {
-	bool direct;
-	int fd;
+	struct tree_file *f;
+	int ret;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	fd = tree_open(tree, path, &direct);
-	if (fd < 0)
-		return fd;
-	fi->fh = (uint64_t)fd;
-	if (direct)
+	f = malloc(sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	ret = tree_open(tree, path, f);
+	if (ret < 0) {
+		free(f);
+		return ret;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (f->direct)
 		fi->direct_io = 1;	/* generated: its size is known only now */
 	else
 		fi->keep_cache = 1;	/* content-addressed: never stale */
@@ -217,7 +236,7 @@ static int oc_read(const char *path, char *buf, size_t size, off_t off,
 	ssize_t n;
 
 	(void)path;
-	n = pread((int)fi->fh, buf, size, off);
+	n = pread(file_of(fi)->fd, buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
 
@@ -232,7 +251,7 @@ static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 		return -ENOMEM;
 	*v = FUSE_BUFVEC_INIT(size);
 	v->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	v->buf[0].fd = (int)fi->fh;
+	v->buf[0].fd = file_of(fi)->fd;
 	v->buf[0].pos = off;
 	*bufp = v;
 	return 0;
@@ -245,8 +264,11 @@ static int oc_readlink(const char *path, char *buf, size_t size)
 
 static int oc_release(const char *path, struct fuse_file_info *fi)
 {
+	struct tree_file *f = file_of(fi);
+
 	(void)path;
-	close((int)fi->fh);
+	tree_release(tree, f);
+	free(f);
 	return 0;
 }
 
@@ -349,6 +371,11 @@ static void usage(const char *prog)
 	       "    -o max_extract=SIZE    cap on bytes extracted from one archive layer\n"
 	       "                           (default 4G; K, M, G suffixes)\n"
 	       "    -o max_entries=N       cap on entries in one archive layer (default 100000)\n"
+	       "    -o cache_max=SIZE      evict least recently used blobs beyond SIZE\n"
+	       "                           (default: unbounded; K, M, G, T suffixes)\n"
+	       "    --cache-info           print what the cache holds and exit\n"
+	       "    --cache-prune[=AGE]    remove blobs unused for AGE (e.g. 7d, 12h, 30m;\n"
+	       "                           default 30d), and beyond cache_max if given\n"
 	       "    -V   --version         print versions and exit\n"
 	       "    -h   --help            print this help and exit\n\n",
 	       prog, prog, prog);
@@ -401,6 +428,86 @@ static int root_of(const char *src, char *out, size_t len)
 	return 0;
 }
 
+/* "7d", "12h", "30m", "90s", "3600" -> seconds; -1 when malformed. */
+static long long parse_age(const char *s)
+{
+	char *end;
+	long long v = strtoll(s, &end, 10);
+
+	if (end == s || v < 0)
+		return -1;
+	switch (*end) {
+	case 'd': v *= 86400; end++; break;
+	case 'h': v *= 3600; end++; break;
+	case 'm': v *= 60; end++; break;
+	case 's': end++; break;
+	default: break;
+	}
+	return *end ? -1 : v;
+}
+
+/* --cache-info and --cache-prune: work on the cache without mounting. */
+static int cache_command(const struct options *o, long long max_bytes)
+{
+	struct blobcache *bc;
+	struct blobcache_info info;
+	int ret;
+
+	ret = blobcache_new(o->cache, BLOBCACHE_READONLY, &bc);
+	if (ret < 0) {
+		fprintf(stderr, "ocifs: cache %s: %s\n", o->cache, strerror(-ret));
+		return 1;
+	}
+	if (o->cache_prune || o->prune_age) {
+		long long age = parse_age(o->prune_age ? o->prune_age : "30d");
+		uint64_t files = 0, bytes = 0;
+		if (age < 0) {
+			fprintf(stderr, "ocifs: --cache-prune=%s: want an age like 7d, 12h, 30m\n",
+				o->prune_age);
+			blobcache_free(bc);
+			return 1;
+		}
+		ret = blobcache_prune(bc, max_bytes > 0 ? (uint64_t)max_bytes : 0,
+				      time(NULL) - age, &files, &bytes);
+		if (ret < 0) {
+			fprintf(stderr, "ocifs: prune %s: %s\n", o->cache, strerror(-ret));
+			blobcache_free(bc);
+			return 1;
+		}
+		printf("removed %llu blobs, %llu bytes\n", (unsigned long long)files,
+		       (unsigned long long)bytes);
+	}
+	ret = blobcache_info(bc, &info);
+	blobcache_free(bc);
+	if (ret < 0) {
+		fprintf(stderr, "ocifs: cache %s: %s\n", o->cache, strerror(-ret));
+		return 1;
+	}
+	printf("cache: %s\nblobs: %llu\nbytes: %llu\nextracted archives: %llu\n", o->cache,
+	       (unsigned long long)info.blobs, (unsigned long long)info.bytes,
+	       (unsigned long long)info.extracted);
+	if (info.blobs) {
+		char a[64], b[64];
+		strftime(a, sizeof(a), "%Y-%m-%d %H:%M:%S", localtime(&info.oldest));
+		strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S", localtime(&info.newest));
+		printf("least recently used: %s\nmost recently used: %s\n", a, b);
+	}
+	return 0;
+}
+
+/* A mount point whose daemon died answers ENOTCONN: say so, and how to
+ * clear it, instead of libfuse's bare error. */
+static bool stale_mount(const char *mnt)
+{
+	struct stat st;
+
+	if (stat(mnt, &st) == 0 || errno != ENOTCONN)
+		return false;
+	fprintf(stderr, "ocifs: %s: a previous mount there has died (transport endpoint is "
+		"not connected);\nunmount it first: fusermount3 -u %s\n", mnt, mnt);
+	return true;
+}
+
 static char *default_cache(void)
 {
 	const char *x = getenv("XDG_CACHE_HOME");
@@ -451,10 +558,24 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out_args;
 	}
+	if (o.cache_info || o.cache_prune || o.prune_age) {
+		long long max = o.cache_max ? parse_size(o.cache_max) : 0;
+		if (!o.cache)
+			o.cache = default_cache();
+		if (!o.cache || max < 0) {
+			fprintf(stderr, "ocifs: need a cache directory (-o cache=DIR) and a valid "
+				"cache_max\n");
+			goto out_args;
+		}
+		ret = cache_command(&o, max);
+		goto out_args;
+	}
 	if (!cl.mountpoint) {
 		fprintf(stderr, "%s: no mount point given\nTry '%s --help'.\n", argv[0], argv[0]);
 		goto out_args;
 	}
+	if (stale_mount(cl.mountpoint))
+		goto out_args;
 	if (o.n_args == 2) {
 		ret = root_of(o.args[0], root, sizeof(root));
 		if (ret) {
@@ -493,6 +614,12 @@ int main(int argc, char *argv[])
 	}
 	if (o.max_entries)
 		lim.max_entries = o.max_entries;
+	long long cache_max = o.cache_max ? parse_size(o.cache_max) : 0;
+	if (cache_max < 0) {
+		fprintf(stderr, "ocifs: -o cache_max=%s: not a size\n", o.cache_max);
+		ret = 1;
+		goto out_args;
+	}
 
 	to = (struct tree_opts){
 		.root = root,
@@ -505,6 +632,7 @@ int main(int argc, char *argv[])
 		.page_size = o.page_size,
 		.platform = plat,
 		.limits = lim,
+		.cache_max = (uint64_t)cache_max,
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
@@ -576,6 +704,8 @@ out_args:
 	free(o.cache);
 	free(o.platform);
 	free(o.max_extract);
+	free(o.cache_max);
+	free(o.prune_age);
 	fuse_opt_free_args(&args);
 	return ret;
 }

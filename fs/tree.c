@@ -109,7 +109,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 		ret = -ENOMEM;
 		goto out_free;
 	}
-	ret = blobcache_new(o->cache_dir, &t->bc);
+	ret = blobcache_new(o->cache_dir, 0, &t->bc);
 	if (ret < 0)
 		goto out_free;
 	ret = -ENOMEM;
@@ -118,6 +118,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 		goto out_free;
 	if (o->page_size)
 		regclient_set_page_size(t->rc, o->page_size);
+	blobcache_set_max(t->bc, o->cache_max);
 	t->tag_ttl = o->tag_ttl;
 	t->platform = o->platform;
 	t->limits = o->limits;
@@ -1306,44 +1307,72 @@ out_free:
 	return ret;
 }
 
-int tree_open(struct tree *t, const char *path, bool *direct)
+/* "extract/sha256/<hex>/..." -> "sha256:<hex>" */
+static void layer_of_extracted(const char *rel, char out[72])
 {
-	struct target *g = malloc(sizeof(*g));
-	const struct aentry *e;
+	snprintf(out, 72, "sha256:%.64s", rel + strlen("extract/sha256/"));
+}
+
+static int do_open(struct tree *t, struct target *g, struct tree_file *f)
+{
+	const struct aentry *e = g->e;
 	int ret;
 
-	*direct = false;
-	if (!g)
-		return -ENOMEM;
-	ret = target_get(t, path, g);
-	if (ret < 0)
-		goto out_free;
 	if (g->r.kind == R_STATS) {
-		*direct = true;
-		ret = open_stats(t);
-		goto out_free;
+		f->direct = true;
+		return open_stats(t);
 	}
-	e = g->e;
 	if (g->ext[0]) {
+		/* Pin first: eviction must not take the layer under us. */
+		layer_of_extracted(g->ext, f->pin);
+		blobcache_pin(t->bc, f->pin);
 		ret = openat(blobcache_root_fd(t->bc), g->ext, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (ret < 0)
 			ret = errno == ELOOP ? -EINVAL : -errno;
-		goto out_free;
+		return ret;
 	}
-	if (!e || e->kind == AE_DIR || e->kind == AE_ARCHIVE) {
-		ret = -EISDIR;
-		goto out_free;
-	}
+	if (!e || e->kind == AE_DIR || e->kind == AE_ARCHIVE)
+		return -EISDIR;
+	snprintf(f->pin, sizeof(f->pin), "%s", e->digest);
+	blobcache_pin(t->bc, f->pin);
 	if (e->kind == AE_DATA) {
 		ret = blobcache_put(t->bc, e->digest, e->data, e->size);
-		if (ret == 0)
-			ret = blobcache_open(t->bc, e->digest, e->size, NULL, NULL);
-		goto out_free;
+		return ret < 0 ? ret : blobcache_open(t->bc, e->digest, e->size, NULL, NULL);
 	}
-	ret = open_blob(t, g->r.art, e->digest, e->size, e->kind == AE_MANIFEST);
-out_free:
+	return open_blob(t, g->r.art, e->digest, e->size, e->kind == AE_MANIFEST);
+}
+
+int tree_open(struct tree *t, const char *path, struct tree_file *f)
+{
+	struct target *g = malloc(sizeof(*g));
+	int ret;
+
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
+	if (!g)
+		return -ENOMEM;
+	ret = target_get(t, path, g);
+	if (ret == 0)
+		ret = do_open(t, g, f);
 	free(g);
-	return ret;
+	if (ret < 0) {
+		if (f->pin[0])
+			blobcache_unpin(t->bc, f->pin);
+		f->pin[0] = '\0';
+		return ret;
+	}
+	f->fd = ret;
+	return 0;
+}
+
+void tree_release(struct tree *t, struct tree_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->pin[0])
+		blobcache_unpin(t->bc, f->pin);
+	f->fd = -1;
+	f->pin[0] = '\0';
 }
 
 int tree_check_root(struct tree *t)

@@ -32,6 +32,7 @@ struct tree_opts {
 	unsigned page_size;		/* listing page size asked for */
 	struct oci_platform platform;	/* whose binaries to show */
 	struct tarx_limits limits;	/* for extracting archive layers */
+	uint64_t cache_max;		/* bytes, 0 = unbounded */
 };
 
 struct tree;
@@ -50,10 +51,18 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out);
 typedef int (*tree_fill_fn)(void *ctx, const char *name, const struct tree_attr *a);
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx);
 
-/* Open the file at @path for reading: returns an fd into the cache
- * (downloading and verifying first if needed) or -errno. *direct is set
- * for files whose size is not known up front (/.ocifs/stats). */
-int tree_open(struct tree *t, const char *path, bool *direct);
+/* An open file: an fd into the cache, and the blob pinned against
+ * eviction until tree_release(). */
+struct tree_file {
+	int fd;
+	bool direct;		/* size unknown up front (/.ocifs/stats) */
+	char pin[72];		/* digest pinned, "" if none */
+};
+
+/* Open the file at @path for reading, downloading and verifying first if
+ * needed. 0 or -errno. */
+int tree_open(struct tree *t, const char *path, struct tree_file *out);
+void tree_release(struct tree *t, struct tree_file *f);
 
 /* Resolve the mount's root now (reference mounts check their reference
  * at start). 0 or -errno. */

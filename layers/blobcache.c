@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,12 +35,23 @@ struct xfail {
 	struct xfail *next;
 };
 
+/* A blob someone has open: eviction leaves it alone. */
+struct pin {
+	char hex[65];
+	unsigned count;
+	struct pin *next;
+};
+
 struct blobcache {
 	int root_fd;		/* the cache root, all paths relative to it */
 	char *root;		/* its absolute path, for libarchive */
-	struct xfail *failed;		/* lock */
+	int session_fd;		/* our tmp/ subdirectory, flock()ed while we live */
+	char session[64];	/* its path below the root: "tmp/s.XXXXXX" */
+	uint64_t max_bytes;	/* 0: unbounded */
 	pthread_mutex_t lock;
+	struct xfail *failed;		/* lock */
 	struct inflight *inflight;	/* lock */
+	struct pin *pins;		/* lock */
 	uint64_t downloads;		/* lock */
 };
 
@@ -85,6 +97,9 @@ static int mkdir_p(const char *path)
 	return ret;
 }
 
+/* Remove what crashed processes left in tmp/: plain files, and session
+ * directories whose owner no longer holds their lock. Live sessions of
+ * other mounts sharing this cache are left alone. */
 static void clean_tmp(int root_fd, const char *root)
 {
 	int fd = openat(root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -100,18 +115,47 @@ static void clean_tmp(int root_fd, const char *root)
 	}
 	while ((e = readdir(d))) {
 		char p[4200];
+		int sfd;
+
 		if (e->d_name[0] == '.')
 			continue;
 		if (unlinkat(fd, e->d_name, 0) == 0)
 			continue;
-		/* A half-extracted archive. */
-		snprintf(p, sizeof(p), "%s/tmp/%s", root, e->d_name);
-		tarx_remove_tree(p);
+		sfd = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0)
+			continue;
+		if (flock(sfd, LOCK_EX | LOCK_NB) == 0) {
+			snprintf(p, sizeof(p), "%s/tmp/%s", root, e->d_name);
+			tarx_remove_tree(p);
+		}
+		close(sfd);
 	}
 	closedir(d);
 }
 
-int blobcache_new(const char *root, struct blobcache **out)
+/* Our own tmp/ subdirectory, locked for as long as we live. */
+static int session_open(struct blobcache *bc)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		snprintf(bc->session, sizeof(bc->session), "tmp/s.%08x%04x", (unsigned)rand(),
+			 (unsigned)getpid() & 0xffff);
+		if (mkdirat(bc->root_fd, bc->session, 0700) < 0) {
+			if (errno == EEXIST)
+				continue;
+			return -errno;
+		}
+		bc->session_fd = openat(bc->root_fd, bc->session,
+					O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (bc->session_fd < 0)
+			return -errno;
+		if (flock(bc->session_fd, LOCK_EX | LOCK_NB) < 0)
+			return -errno;
+		return 0;
+	}
+	return -EEXIST;
+}
+
+int blobcache_new(const char *root, unsigned flags, struct blobcache **out)
 {
 	struct blobcache *bc;
 	int ret;
@@ -122,6 +166,7 @@ int blobcache_new(const char *root, struct blobcache **out)
 	bc = calloc(1, sizeof(*bc));
 	if (!bc)
 		return -ENOMEM;
+	bc->session_fd = -1;
 	bc->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (bc->root_fd < 0) {
 		ret = -errno;
@@ -139,11 +184,18 @@ int blobcache_new(const char *root, struct blobcache **out)
 		ret = mkdir_p_at(bc->root_fd, "tmp");
 	if (ret < 0)
 		goto out_close;
-	clean_tmp(bc->root_fd, bc->root);
+	if (!(flags & BLOBCACHE_READONLY)) {
+		clean_tmp(bc->root_fd, bc->root);
+		ret = session_open(bc);
+		if (ret < 0)
+			goto out_close;
+	}
 	pthread_mutex_init(&bc->lock, NULL);
 	*out = bc;
 	return 0;
 out_close:
+	if (bc->session_fd >= 0)
+		close(bc->session_fd);
 	free(bc->root);
 	close(bc->root_fd);
 out_free:
@@ -155,7 +207,18 @@ void blobcache_free(struct blobcache *bc)
 {
 	if (!bc)
 		return;
+	if (bc->session_fd >= 0) {
+		char p[4200];
+		snprintf(p, sizeof(p), "%s/%s", bc->root, bc->session);
+		tarx_remove_tree(p);
+		close(bc->session_fd);
+	}
 	close(bc->root_fd);
+	while (bc->pins) {
+		struct pin *x = bc->pins;
+		bc->pins = x->next;
+		free(x);
+	}
 	while (bc->failed) {
 		struct xfail *x = bc->failed;
 		bc->failed = x->next;
@@ -309,7 +372,8 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 	/* mkstemp() wants a path; we work relative to the root fd instead. */
 	for (int tries = 0; tries < 16 && tfd < 0; tries++) {
 		char name[128];
-		snprintf(name, sizeof(name), "tmp/%.16s.%08x%08x", hex_of(digest), (unsigned)rand(),
+		snprintf(name, sizeof(name), "%s/%.16s.%08x%08x", bc->session, hex_of(digest),
+			 (unsigned)rand(),
 			 (unsigned)rand());
 		tfd = openat(bc->root_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
 		if (tfd >= 0)
@@ -439,12 +503,19 @@ int blobcache_open(struct blobcache *bc, const char *digest, uint64_t size,
 	int fd, ret;
 
 	fd = open_existing(bc, digest, size);
-	if (fd >= 0 || fd != -ENOENT || !fetch)
+	if (fd >= 0) {
+		/* Its mtime is its last use: eviction goes by it. */
+		futimens(fd, NULL);
+		return fd;
+	}
+	if (fd != -ENOENT || !fetch)
 		return fd;
 	snprintf(key, sizeof(key), "blob:%s", hex_of(digest));
 	ret = single_flight(bc, key, download_job, &j);
 	if (ret < 0)
 		return ret;
+	if (bc->max_bytes)
+		blobcache_prune(bc, bc->max_bytes, 0, NULL, NULL);
 	return open_existing(bc, digest, size);
 }
 
@@ -550,7 +621,8 @@ static int extract_job(void *p)
 	fd = blobcache_open(j->bc, j->digest, j->size, j->fetch, j->arg);
 	if (fd < 0)
 		return fd;
-	snprintf(tmp, sizeof(tmp), "%s/tmp/x.%.16s.%08x", j->bc->root, hex_of(j->digest),
+	snprintf(tmp, sizeof(tmp), "%s/%s/x.%.16s.%08x", j->bc->root, j->bc->session,
+		 hex_of(j->digest),
 		 (unsigned)rand());
 	ret = tarx_extract(fd, tmp, j->lim, j->err);
 	close(fd);
@@ -612,4 +684,191 @@ int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 		pthread_mutex_unlock(&bc->lock);
 	}
 	return ret;
+}
+
+void blobcache_set_max(struct blobcache *bc, uint64_t max_bytes)
+{
+	bc->max_bytes = max_bytes;
+}
+
+void blobcache_pin(struct blobcache *bc, const char *digest)
+{
+	struct pin *p;
+
+	pthread_mutex_lock(&bc->lock);
+	for (p = bc->pins; p; p = p->next)
+		if (!strcmp(p->hex, hex_of(digest)))
+			break;
+	if (!p && (p = calloc(1, sizeof(*p)))) {
+		snprintf(p->hex, sizeof(p->hex), "%s", hex_of(digest));
+		p->next = bc->pins;
+		bc->pins = p;
+	}
+	if (p)
+		p->count++;
+	pthread_mutex_unlock(&bc->lock);
+}
+
+void blobcache_unpin(struct blobcache *bc, const char *digest)
+{
+	struct pin **pp, *p;
+
+	pthread_mutex_lock(&bc->lock);
+	for (pp = &bc->pins; (p = *pp); pp = &p->next) {
+		if (strcmp(p->hex, hex_of(digest)))
+			continue;
+		if (--p->count == 0) {
+			*pp = p->next;
+			free(p);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&bc->lock);
+}
+
+static bool pinned(struct blobcache *bc, const char *hex)
+{
+	for (struct pin *p = bc->pins; p; p = p->next)
+		if (!strcmp(p->hex, hex))
+			return true;
+	return false;
+}
+
+struct blob_ent {
+	char hex[65];
+	uint64_t size;
+	struct timespec used;
+};
+
+static bool is_hex64(const char *s)
+{
+	for (int i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s[64] == '\0';
+}
+
+/* Every blob in blobs/sha256 with its size and last use. */
+static int scan(struct blobcache *bc, struct blob_ent **out, size_t *n, uint64_t *total)
+{
+	struct blob_ent *v = NULL;
+	size_t cap = 0;
+	struct dirent *e;
+	DIR *d;
+	int fd;
+
+	*n = 0;
+	*total = 0;
+	fd = openat(bc->root_fd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((e = readdir(d))) {
+		struct stat st;
+		if (!is_hex64(e->d_name) || fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			struct blob_ent *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		memcpy(v[*n].hex, e->d_name, sizeof(v[*n].hex));	/* 64 hex + NUL */
+		v[*n].size = (uint64_t)st.st_size;
+		v[*n].used = st.st_mtim;
+		*total += (uint64_t)st.st_size;
+		(*n)++;
+	}
+	closedir(d);
+	*out = v;
+	return 0;
+}
+
+static int by_use(const void *a, const void *b)
+{
+	const struct blob_ent *x = a, *y = b;
+
+	if (x->used.tv_sec != y->used.tv_sec)
+		return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+	if (x->used.tv_nsec != y->used.tv_nsec)
+		return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+	return strcmp(x->hex, y->hex);
+}
+
+int blobcache_prune(struct blobcache *bc, uint64_t max_bytes, time_t older_than,
+		    uint64_t *files, uint64_t *bytes)
+{
+	struct blob_ent *v = NULL;
+	uint64_t total, nfiles = 0, nbytes = 0;
+	size_t n;
+	int ret;
+
+	ret = scan(bc, &v, &n, &total);
+	if (ret < 0)
+		return ret;
+	qsort(v, n, sizeof(*v), by_use);
+	pthread_mutex_lock(&bc->lock);
+	for (size_t i = 0; i < n; i++) {
+		bool old = older_than && v[i].used.tv_sec < older_than;
+		char path[128];
+		if (!old && (!max_bytes || total <= max_bytes))
+			break;
+		if (pinned(bc, v[i].hex))
+			continue;	/* open or running: never evicted */
+		snprintf(path, sizeof(path), "blobs/sha256/%s", v[i].hex);
+		if (unlinkat(bc->root_fd, path, 0) < 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/extract/sha256/%s", bc->root, v[i].hex);
+		tarx_remove_tree(path);
+		total -= v[i].size;
+		nfiles++;
+		nbytes += v[i].size;
+	}
+	pthread_mutex_unlock(&bc->lock);
+	free(v);
+	if (files)
+		*files = nfiles;
+	if (bytes)
+		*bytes = nbytes;
+	return 0;
+}
+
+int blobcache_info(struct blobcache *bc, struct blobcache_info *out)
+{
+	struct blob_ent *v = NULL;
+	struct blobcache_info info = { 0 };
+	size_t n;
+	int ret;
+
+	ret = scan(bc, &v, &n, &info.bytes);
+	if (ret < 0)
+		return ret;
+	info.blobs = n;
+	for (size_t i = 0; i < n; i++) {
+		if (!info.oldest || v[i].used.tv_sec < info.oldest)
+			info.oldest = v[i].used.tv_sec;
+		if (v[i].used.tv_sec > info.newest)
+			info.newest = v[i].used.tv_sec;
+	}
+	free(v);
+	int fd = openat(bc->root_fd, "extract/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (is_hex64(e->d_name))
+			info.extracted++;
+	if (d)
+		closedir(d);
+	else if (fd >= 0)
+		close(fd);
+	*out = info;
+	return 0;
 }

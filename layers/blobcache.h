@@ -15,15 +15,20 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "client.h"	/* reg_sink_fn */
 #include "tarx.h"
 
 struct blobcache;
 
-/* Create (mkdir -p) the layout under @root and clear tmp/. Returns 0 and
- * *out, or -errno. Free with blobcache_free(). */
-int blobcache_new(const char *root, struct blobcache **out);
+#define BLOBCACHE_READONLY 1u	/* inspect or prune only: no tmp session */
+
+/* Create (mkdir -p) the layout under @root, clear what crashed processes
+ * left in tmp/ and start our own tmp/ session (a locked subdirectory, so
+ * mounts may share a cache). Returns 0 and *out, or -errno. Free with
+ * blobcache_free(). */
+int blobcache_new(const char *root, unsigned flags, struct blobcache **out);
 void blobcache_free(struct blobcache *bc);
 
 /* Produces the blob's bytes by calling @sink; returns 0 or -errno. */
@@ -46,6 +51,29 @@ int blobcache_read_all(struct blobcache *bc, const char *digest, size_t max,
 
 /* sha256:<hex> of @len bytes, into @out (72 bytes). */
 void blobcache_digest_of(const void *buf, size_t len, char out[72]);
+
+/* Bound blobs/ to @max_bytes (0: unbounded): after each download the
+ * least recently used blobs that are not pinned are evicted (with their
+ * extracted copies). */
+void blobcache_set_max(struct blobcache *bc, uint64_t max_bytes);
+
+/* Pin @digest while a reader has it open (counted); pinned blobs are
+ * never evicted. */
+void blobcache_pin(struct blobcache *bc, const char *digest);
+void blobcache_unpin(struct blobcache *bc, const char *digest);
+
+/* Evict unpinned blobs used before @older_than (0: no age limit), then
+ * least recently used ones while blobs/ exceeds @max_bytes (0: no size
+ * limit). Counts what went into *files and *bytes (may be NULL). */
+int blobcache_prune(struct blobcache *bc, uint64_t max_bytes, time_t older_than,
+		    uint64_t *files, uint64_t *bytes);
+
+struct blobcache_info {
+	uint64_t blobs, bytes;	/* in blobs/sha256 */
+	uint64_t extracted;	/* archives in extract/sha256 */
+	time_t oldest, newest;	/* last uses */
+};
+int blobcache_info(struct blobcache *bc, struct blobcache_info *out);
 
 /* The number of downloads started since creation (tests, stats). */
 uint64_t blobcache_downloads(struct blobcache *bc);

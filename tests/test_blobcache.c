@@ -85,7 +85,7 @@ int main(void)
 	fputs("junk", f);
 	fclose(f);
 
-	CHECK(blobcache_new(root, &bc) == 0);
+	CHECK(blobcache_new(root, 0, &bc) == 0);
 	CHECK(!exists("tmp/partial"));
 	CHECK(exists("blobs/sha256"));
 
