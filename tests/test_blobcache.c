@@ -1,6 +1,8 @@
 /* test_blobcache.c - the verified cache: store, verify, reject, single
  * flight, crash leftovers. */
 #include <errno.h>
+#include <fcntl.h>
+#include <time.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,9 +161,55 @@ int main(void)
 	free(all);
 	CHECK(blobcache_read_all(bc, digest, 4, &all, &len) == -EFBIG);
 
-	/* Nothing stays in tmp/. */
-	snprintf(path, sizeof(path), "rm -rf '%s'", root);
+	/* LRU eviction: three blobs, oldest first out, pinned ones stay. */
+	char da[72], db[72], dc[72];
+	struct timespec old[2] = { { 1000, 0 }, { 1000, 0 } };
+	blobcache_digest_of("aaaa", 4, da);
+	blobcache_digest_of("bbbb", 4, db);
+	blobcache_digest_of("cccc", 4, dc);
+	CHECK(blobcache_put(bc, da, "aaaa", 4) == 0);
+	CHECK(blobcache_put(bc, db, "bbbb", 4) == 0);
+	CHECK(blobcache_put(bc, dc, "cccc", 4) == 0);
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", root, da + 7);
+	CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);	/* a: least recent */
+	old[0].tv_sec = old[1].tv_sec = 2000;
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", root, db + 7);
+	CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);	/* b: next */
+	blobcache_pin(bc, da);
+	struct blobcache_info info;
+	CHECK(blobcache_info(bc, &info) == 0);
+	uint64_t files = 0, bytes = 0, before = info.bytes;
+	/* Room for all but 4 bytes: a is pinned, so b goes. */
+	CHECK(blobcache_prune(bc, before - 4, 0, &files, &bytes) == 0);
+	CHECK(files == 1 && bytes == 4);
+	snprintf(path, sizeof(path), "blobs/sha256/%s", db + 7);
+	CHECK(!exists(path));
+	snprintf(path, sizeof(path), "blobs/sha256/%s", da + 7);
+	CHECK(exists(path));
+	blobcache_unpin(bc, da);
+	/* By age: a (t=1000) goes, c (now) stays. */
+	CHECK(blobcache_prune(bc, 0, 1500, &files, &bytes) == 0);
+	CHECK(files == 1 && !exists(path));
+	snprintf(path, sizeof(path), "blobs/sha256/%s", dc + 7);
+	CHECK(exists(path));
+	/* Opening refreshes the last use. */
+	fd = blobcache_open(bc, dc, 4, NULL, NULL);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(blobcache_prune(bc, 0, time(NULL) - 60, &files, &bytes) == 0 && files == 0);
+
+	/* A second cache on the same root keeps the first one's session. */
+	struct blobcache *bc2;
+	CHECK(blobcache_new(root, 0, &bc2) == 0);
+	CHECK(blobcache_put(bc, d2, "abc", 3) == 0);	/* bc's tmp session lives */
+	CHECK(blobcache_open(bc2, digest, strlen(hello), fetch, &good) >= 0);
+	blobcache_free(bc2);
+
+	/* Nothing stays in tmp/ once both are gone. */
 	blobcache_free(bc);
+	snprintf(path, sizeof(path), "find '%s/tmp' -mindepth 1 | grep -q .", root);
+	CHECK(system(path) != 0);
+	snprintf(path, sizeof(path), "rm -rf '%s'", root);
 	CHECK(system(path) == 0);
 	return CHECK_DONE();
 }
