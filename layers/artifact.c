@@ -146,6 +146,14 @@ static const char *base_name(const char *path)
 	return s ? s + 1 : path;
 }
 
+static bool is_container_image(const struct manifest *m)
+{
+	const char *mt = m->has_config ? m->config.media_type : "";
+
+	return !strcmp(mt, "application/vnd.oci.image.config.v1+json") ||
+	       !strcmp(mt, "application/vnd.docker.container.image.v1+json");
+}
+
 static int build_image(struct aview *v, const struct oci_platform *p, aview_warn_fn warn,
 		       void *warn_arg)
 {
@@ -212,7 +220,9 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 			}
 		}
 	}
-	if (!have_this && have_candidate && !taken(v, "entrypoint")) {
+	/* Container images run through a runtime, not from the mount: only
+	 * artifacts get the legacy fallback. */
+	if (!have_this && have_candidate && !is_container_image(m) && !taken(v, "entrypoint")) {
 		e = add_file(v, "entrypoint", AE_FALLBACK, NULL);
 		if (!e)
 			return -ENOMEM;
