@@ -202,8 +202,13 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 			if (e)
 				e->mode = 0555;
 		}
-		if (!d->title)
+		if (!d->title) {
+			/* This platform's untitled binary: "entrypoint". */
+			if (c == LAYER_THIS && binary_like(d) &&
+			    (e = add_file(v, "entrypoint", AE_BLOB, d)))
+				e->mode = 0555;
 			continue;
+		}
 		e = add_file(v, d->title, AE_BLOB, d);
 		if (!e) {
 			warnf(warn, warn_arg, "layer %s: title \"%s\" clashes with another "
