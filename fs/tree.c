@@ -867,9 +867,10 @@ static int extract(struct tree *t, const struct artifact *a, const char *digest,
 	if (ret == -EINVAL && quiet_if_not_tar)
 		return ret;
 	if (ret == -EPERM || ret == -EFBIG || ret == -EINVAL) {
-		log_msg(LOG_ERR, "%s/%s@%s: layer %s refused%s%s%s: %s", a->registry, a->repo,
-			a->digest, digest, err.entry[0] ? ": entry \"" : "", err.entry,
-			err.entry[0] ? "\"" : "", err.reason ? err.reason : strerror(-ret));
+		if (!err.repeated)
+			log_msg(LOG_ERR, "%s/%s@%s: layer %s refused%s%s%s: %s", a->registry, a->repo,
+				a->digest, digest, err.entry[0] ? ": entry \"" : "", err.entry,
+				err.entry[0] ? "\"" : "", err.reason ? err.reason : strerror(-ret));
 		return -EIO;
 	}
 	return ret;

@@ -665,6 +665,7 @@ int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 	for (struct xfail *x = bc->failed; x; x = x->next) {
 		if (!strcmp(x->hex, hex_of(digest))) {
 			*err = x->why;
+			err->repeated = true;
 			ret = x->err;
 			pthread_mutex_unlock(&bc->lock);
 			return ret;
@@ -673,14 +674,17 @@ int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 	pthread_mutex_unlock(&bc->lock);
 	err->entry[0] = '\0';
 	err->reason = NULL;
+	err->repeated = false;
 	snprintf(key, sizeof(key), "extract:%s", hex_of(digest));
 	ret = single_flight(bc, key, extract_job, &j);
 	/* A waiter's @err is still empty: look the reason up. */
 	if (ret < 0 && !err->reason) {
 		pthread_mutex_lock(&bc->lock);
 		for (struct xfail *x = bc->failed; x; x = x->next)
-			if (!strcmp(x->hex, hex_of(digest)))
+			if (!strcmp(x->hex, hex_of(digest))) {
 				*err = x->why;
+				err->repeated = true;	/* the leader reported it */
+			}
 		pthread_mutex_unlock(&bc->lock);
 	}
 	return ret;

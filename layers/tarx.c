@@ -121,6 +121,7 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 
 	err->entry[0] = '\0';
 	err->reason = NULL;
+	err->repeated = false;
 	if (mkdir(dest_abs, 0755) < 0)
 		return -errno;
 	in = archive_read_new();

@@ -24,6 +24,7 @@ struct tarx_limits {
 struct tarx_error {
 	char entry[256];
 	const char *reason;
+	bool repeated;		/* a refusal reported before (blobcache) */
 };
 
 /* Extract the archive read from @src_fd into directory @dest_abs (an
