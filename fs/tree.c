@@ -735,6 +735,10 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 	}
 	/* c[1..k] a repository, c[k+1] a tag or digest? Shortest first. */
 	for (size_t k = 1; k + 1 < n; k++) {
+		/* ".name" is always the sub-repository "name", never a tag: the
+		 * way past a tag that shadows it. */
+		if (c[k][0] == '.')
+			c[k]++;
 		if (!ref_valid_path_component(c[k], strlen(c[k])))
 			return -ENOENT;
 		join(r->name, sizeof(r->name), c, 1, k + 1);
@@ -758,6 +762,8 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 		return 0;
 	}
 	/* A namespace or repository directory. */
+	if (c[n - 1][0] == '.')
+		c[n - 1]++;
 	if (!ref_valid_path_component(c[n - 1], strlen(c[n - 1])))
 		return -ENOENT;
 	join(r->name, sizeof(r->name), c, 1, n);
@@ -1059,9 +1065,13 @@ out_free:
 	return ret;
 }
 
-/* Fill the unique next components of names under @prefix ("" = all). */
-static int fill_children(const struct strlist *l, const char *prefix, tree_fill_fn fill,
-			 void *ctx, struct strlist *seen)
+static bool in_list(const struct strlist *l, const char *s, size_t len);
+
+/* Fill the unique next components of names under @prefix ("" = all); a
+ * name in @shadow (tags) is filled as ".name", the way to reach it. */
+static int fill_children(const struct strlist *l, const char *prefix,
+			 const struct strlist *shadow, tree_fill_fn fill, void *ctx,
+			 struct strlist *seen)
 {
 	size_t pl = strlen(prefix);
 	struct tree_attr a;
@@ -1090,8 +1100,14 @@ static int fill_children(const struct strlist *l, const char *prefix, tree_fill_
 		if (!(v[seen->n] = strdup(name)))
 			return -ENOMEM;
 		seen->n++;
-		if (fill(ctx, name, &a))
+		if (shadow && in_list(shadow, name, len)) {
+			char hidden[258];
+			snprintf(hidden, sizeof(hidden), ".%s", name);
+			if (fill(ctx, hidden, &a))
+				return 1;
+		} else if (fill(ctx, name, &a)) {
 			return 1;
+		}
 	}
 	return 0;
 }
@@ -1120,29 +1136,32 @@ static size_t platform_tag_base(const struct tree *t, const char *tag)
 static int readdir_namespace(struct tree *t, struct resolved *r, tree_fill_fn fill, void *ctx)
 {
 	struct strlist cat = { 0 }, tags = { 0 }, seen = { 0 };
-	int cret, tret, ret = 0;
-	bool is_repo;
+	int cret, tret = -ENOENT, ret = 0;
+	struct tree_attr a;
 
+	dir_attr(&a);
 	cret = listing(t, r->reg, NULL, true, &cat);
+	if (r->kind == R_REGISTRY) {
+		if (cret == 0)
+			ret = fill_children(&cat, r->name, NULL, fill, ctx, &seen);
+		/* Registries without a catalog list nothing; lookups still work. */
+		else if (cret != -EACCES && cret != -ENOENT && cret != -EIO)
+			ret = cret;
+		goto out;
+	}
+	if (cret < 0 || catalog_kind(t, r->reg, r->name, false) == 1)
+		tret = listing(t, r->reg, r->name, true, &tags);
+	/* Sub-repositories first; one that a tag shadows shows as ".name". */
 	if (cret == 0) {
-		ret = fill_children(&cat, r->name, fill, ctx, &seen);
+		ret = fill_children(&cat, r->name, tret == 0 ? &tags : NULL, fill, ctx, &seen);
 		if (ret)
 			goto out;
 	}
-	if (r->kind == R_REGISTRY) {
-		/* Registries without a catalog list nothing; lookups still work. */
-		ret = (cret == -EACCES || cret == -ENOENT || cret == -EIO) ? 0 : cret;
-		goto out;
-	}
-	is_repo = cret < 0 || catalog_kind(t, r->reg, r->name, false) == 1;
-	tret = is_repo ? listing(t, r->reg, r->name, true, &tags) : -ENOENT;
 	if (tret == 0) {
-		struct tree_attr a;
-		dir_attr(&a);
 		for (size_t i = 0; i < tags.n && !ret; i++) {
 			const char *tag = tags.v[i];
 			size_t base = platform_tag_base(t, tag);
-			if (!ref_valid_tag(tag) || in_list(&seen, tag, strlen(tag)))
+			if (!ref_valid_tag(tag))
 				continue;
 			ret = fill(ctx, tag, &a);
 			/* Seed 002: "0.0.1" for "0.0.1-linux-amd64" when no "0.0.1". */

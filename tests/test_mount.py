@@ -513,3 +513,18 @@ def test_unreachable_host(mount_factory):
     kind, err = os_call_in_child("listdir", os.path.join(m.path, host))
     assert kind == "err" and err in UNREACHABLE_ERRNOS, (kind, err)
     assert m.alive
+
+
+def test_tag_shadows_subrepository(mount_factory, registry):
+    """A tag and a sub-repository with the same name: the tag wins, the
+    sub-repository is listed and reachable as ".name"."""
+    c = Client(registry.host)
+    push_artifact(c, "shadow", ["b"], files=[("tag.txt", b"the tag\n")])
+    push_artifact(c, "shadow/b", ["1"], files=[("repo.txt", b"the sub-repository\n")])
+    m = mount_factory(opts=["registry=" + registry.host])
+    d = os.path.join(m.path, registry.host, "shadow")
+    names = set(os.listdir(d))
+    assert {"b", ".b"} <= names
+    assert read(os.path.join(d, "b", "tag.txt")) == b"the tag\n"
+    assert os.listdir(os.path.join(d, ".b")) == ["1"]
+    assert read(os.path.join(d, ".b", "1", "repo.txt")) == b"the sub-repository\n"
