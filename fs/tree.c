@@ -1033,17 +1033,32 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 	return 0;
 }
 
-int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
+/* target_get() into a heap target (it is large); the caller frees it. */
+static int target_new(struct tree *t, const char *path, struct target **out)
 {
 	struct target *g = malloc(sizeof(*g));
-	struct stat st;
 	int ret;
 
 	if (!g)
 		return -ENOMEM;
 	ret = target_get(t, path, g);
+	if (ret < 0) {
+		free(g);
+		return ret;
+	}
+	*out = g;
+	return 0;
+}
+
+int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
+{
+	struct target *g;
+	struct stat st;
+	int ret;
+
+	ret = target_new(t, path, &g);
 	if (ret < 0)
-		goto out_free;
+		return ret;
 	if (g->ext[0]) {
 		if (fstatat(blobcache_root_fd(t->bc), g->ext, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			ret = -errno;
@@ -1246,15 +1261,13 @@ static int readdir_artifact(struct tree *t, struct target *g, tree_fill_fn fill,
 
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 {
-	struct target *g = malloc(sizeof(*g));
+	struct target *g;
 	struct tree_attr a;
 	int ret;
 
-	if (!g)
-		return -ENOMEM;
-	ret = target_get(t, path, g);
+	ret = target_new(t, path, &g);
 	if (ret < 0)
-		goto out_free;
+		return ret;
 	switch (g->r.kind) {
 	case R_ROOT: {
 		struct strlist regs = { 0 };
@@ -1292,7 +1305,6 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 		ret = -ENOTDIR;
 		break;
 	}
-out_free:
 	free(g);
 	return ret;
 }
@@ -1364,16 +1376,15 @@ static int do_open(struct tree *t, struct target *g, struct tree_file *f)
 
 int tree_open(struct tree *t, const char *path, struct tree_file *f)
 {
-	struct target *g = malloc(sizeof(*g));
+	struct target *g;
 	int ret;
 
 	memset(f, 0, sizeof(*f));
 	f->fd = -1;
-	if (!g)
-		return -ENOMEM;
-	ret = target_get(t, path, g);
-	if (ret == 0)
-		ret = do_open(t, g, f);
+	ret = target_new(t, path, &g);
+	if (ret < 0)
+		return ret;
+	ret = do_open(t, g, f);
 	free(g);
 	if (ret < 0) {
 		if (f->pin[0])
@@ -1404,15 +1415,13 @@ int tree_check_root(struct tree *t)
 
 int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)
 {
-	struct target *g = malloc(sizeof(*g));
+	struct target *g;
 	ssize_t n;
 	int ret;
 
-	if (!g)
-		return -ENOMEM;
-	ret = target_get(t, path, g);
+	ret = target_new(t, path, &g);
 	if (ret < 0)
-		goto out_free;
+		return ret;
 	if (!g->ext[0] || size == 0) {
 		ret = -EINVAL;
 		goto out_free;
@@ -1442,17 +1451,15 @@ static int put_xattr(const char *val, char *buf, size_t size)
 
 int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf, size_t size)
 {
-	struct target *g = malloc(sizeof(*g));
+	struct target *g;
 	const struct aentry *e;
 	char num[32];
 	const char *val = NULL;
 	int ret;
 
-	if (!g)
-		return -ENOMEM;
-	ret = target_get(t, path, g);
+	ret = target_new(t, path, &g);
 	if (ret < 0)
-		goto out_free;
+		return ret;
 	ret = -ENODATA;
 	if (g->r.kind != R_ARTIFACT || g->rest)
 		goto out_free;
