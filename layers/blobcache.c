@@ -266,30 +266,76 @@ void blobcache_digest_of(const void *buf, size_t len, char out[72])
 }
 
 /* The download sink: bytes go to the temp file and the hash. */
+#define HASH_THREAD_MIN (4u << 20)	/* smaller blobs hash inline */
+#define HASH_CHUNK (1u << 20)
+
+/* A download in progress: bytes go to the temp file; the hash is computed
+ * inline, or for big blobs by a second thread that reads the file back
+ * from the page cache as it grows, so hashing overlaps the transfer. */
 struct dl {
 	int fd;
 	EVP_MD_CTX *md;
 	uint64_t got, want;
+	bool threaded;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t hashed;	/* mu: bytes hashed so far */
+	unsigned gen;		/* mu: bumped by a restart */
+	bool writing_done;	/* mu */
+	int hash_err;		/* mu */
 };
 
-static int dl_sink(void *arg, const void *data, size_t len)
+static void *hash_thread(void *arg)
 {
 	struct dl *d = arg;
-	const char *p = data;
+	unsigned char *buf = malloc(HASH_CHUNK);
+	unsigned gen = 0;
 
-	if (!data) {	/* restart */
-		d->got = 0;
-		if (ftruncate(d->fd, 0) < 0 || lseek(d->fd, 0, SEEK_SET) < 0)
-			return -errno;
-		return EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
+	pthread_mutex_lock(&d->mu);
+	if (!buf)
+		d->hash_err = -ENOMEM;
+	while (buf && !d->hash_err) {
+		uint64_t off, n;
+		unsigned g;
+
+		if (d->gen != gen) {
+			gen = d->gen;
+			d->hashed = 0;
+			if (EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1)
+				d->hash_err = -EIO;
+			continue;
+		}
+		if (d->hashed == d->got) {
+			if (d->writing_done)
+				break;
+			pthread_cond_wait(&d->cv, &d->mu);
+			continue;
+		}
+		off = d->hashed;
+		n = d->got - off < HASH_CHUNK ? d->got - off : HASH_CHUNK;
+		g = d->gen;
+		pthread_mutex_unlock(&d->mu);
+		ssize_t r = pread(d->fd, buf, (size_t)n, (off_t)off);
+		if (r > 0 && EVP_DigestUpdate(d->md, buf, (size_t)r) != 1)
+			r = -1;
+		pthread_mutex_lock(&d->mu);
+		if (g != d->gen)
+			continue;	/* restarted under us: start over */
+		if (r <= 0)
+			d->hash_err = r < 0 ? -EIO : -EBADMSG;
+		else
+			d->hashed += (uint64_t)r;
 	}
-	if (d->got + len > d->want)
-		return -EBADMSG;	/* longer than the descriptor says: stop early */
-	d->got += len;
-	if (EVP_DigestUpdate(d->md, data, len) != 1)
-		return -EIO;
+	pthread_mutex_unlock(&d->mu);
+	free(buf);
+	return NULL;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
 	while (len) {
-		ssize_t n = write(d->fd, p, len);
+		ssize_t n = write(fd, p, len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -299,6 +345,80 @@ static int dl_sink(void *arg, const void *data, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static int dl_sink(void *arg, const void *data, size_t len)
+{
+	struct dl *d = arg;
+	int ret;
+
+	if (!data) {	/* restart */
+		if (ftruncate(d->fd, 0) < 0 || lseek(d->fd, 0, SEEK_SET) < 0)
+			return -errno;
+		if (d->threaded) {
+			pthread_mutex_lock(&d->mu);
+			d->got = 0;
+			d->gen++;
+			pthread_cond_signal(&d->cv);
+			pthread_mutex_unlock(&d->mu);
+			return 0;
+		}
+		d->got = 0;
+		return EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
+	}
+	if (d->got + len > d->want)
+		return -EBADMSG;	/* longer than the descriptor says: stop early */
+	if (!d->threaded && EVP_DigestUpdate(d->md, data, len) != 1)
+		return -EIO;
+	ret = write_all(d->fd, data, len);
+	if (ret < 0)
+		return ret;
+	if (!d->threaded) {
+		d->got += len;
+		return 0;
+	}
+	pthread_mutex_lock(&d->mu);
+	d->got += len;
+	ret = d->hash_err;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	return ret;
+}
+
+/* Start the hash thread for a big blob; inline hashing otherwise (or if
+ * the thread cannot be had). */
+static void dl_start(struct dl *d)
+{
+	if (d->want < HASH_THREAD_MIN)
+		return;
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	d->threaded = pthread_create(&d->th, NULL, hash_thread, d) == 0;
+	if (!d->threaded) {
+		pthread_cond_destroy(&d->cv);
+		pthread_mutex_destroy(&d->mu);
+	}
+}
+
+/* Wait for the hash to catch up; 0 or -errno. */
+static int dl_finish(struct dl *d)
+{
+	int ret;
+
+	if (!d->threaded)
+		return 0;
+	pthread_mutex_lock(&d->mu);
+	d->writing_done = true;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	pthread_join(d->th, NULL);
+	ret = d->hash_err;
+	if (ret == 0 && d->hashed != d->got)
+		ret = -EBADMSG;
+	pthread_cond_destroy(&d->cv);
+	pthread_mutex_destroy(&d->mu);
+	d->threaded = false;
+	return ret;
 }
 
 static int final_path(const char *digest, char out[96])
@@ -389,7 +509,10 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 		ret = -ENOMEM;
 		goto out_unlink;
 	}
+	dl_start(&d);
 	ret = fetch(arg, dl_sink, &d);
+	if (dl_finish(&d) < 0 && ret == 0)
+		ret = -EBADMSG;
 	if (ret < 0)
 		goto out_unlink;
 	if (d.got != size || EVP_DigestFinal_ex(d.md, md, &mdlen) != 1) {

@@ -28,6 +28,7 @@ struct src {
 	size_t len;
 	int calls;
 	int fail_first;	/* deliver garbage then restart, as a retry would */
+	size_t chunk;	/* bytes per sink call, 3 when 0 */
 };
 
 static int fetch(void *arg, reg_sink_fn sink, void *sink_arg)
@@ -44,8 +45,9 @@ static int fetch(void *arg, reg_sink_fn sink, void *sink_arg)
 		if (ret < 0)
 			return ret;
 	}
-	for (size_t off = 0; off < s->len; off += 3) {
-		size_t n = s->len - off < 3 ? s->len - off : 3;
+	size_t step = s->chunk ? s->chunk : 3;
+	for (size_t off = 0; off < s->len; off += step) {
+		size_t n = s->len - off < step ? s->len - off : step;
 		ret = sink(sink_arg, s->data + off, n);
 		if (ret < 0)
 			return ret;
@@ -99,17 +101,17 @@ int main(void)
 	CHECK(blobcache_open(bc, digest, strlen(hello), NULL, NULL) == -ENOENT);
 
 	/* Wrong bytes are refused and leave nothing behind. */
-	struct src bad = { "hello, r3gistry\n", 16, 0, 0 };
+	struct src bad = { "hello, r3gistry\n", 16, 0, 0, 0 };
 	CHECK(blobcache_open(bc, digest, 16, fetch, &bad) == -EBADMSG);
 	snprintf(path, sizeof(path), "blobs/sha256/%s", digest + 7);
 	CHECK(!exists(path));
 	/* Too long is refused too. */
-	struct src longer = { "hello, registry\n!", 17, 0, 0 };
+	struct src longer = { "hello, registry\n!", 17, 0, 0, 0 };
 	CHECK(blobcache_open(bc, digest, 16, fetch, &longer) == -EBADMSG);
 	CHECK(!exists(path));
 
 	/* Sixteen concurrent opens, one fetch (with a restart in it). */
-	struct src good = { hello, strlen(hello), 0, 1 };
+	struct src good = { hello, strlen(hello), 0, 1, 0 };
 	pthread_t th[16];
 	struct opener op[16];
 	for (int i = 0; i < 16; i++) {
@@ -160,6 +162,31 @@ int main(void)
 	CHECK(len == strlen(hello) && all && memcmp(all, hello, len) == 0);
 	free(all);
 	CHECK(blobcache_read_all(bc, digest, 4, &all, &len) == -EFBIG);
+
+	/* A big blob is hashed by a second thread; a restart mid-way and a
+	 * corrupted byte are still caught. */
+	size_t big_len = 6u << 20;
+	char *big = malloc(big_len), dbig[72];
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)(i * 2654435761u >> 13);
+	blobcache_digest_of(big, big_len, dbig);
+	struct src bigsrc = { big, big_len, 0, 1, 65536 };
+	fd = blobcache_open(bc, dbig, big_len, fetch, &bigsrc);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		char *back = malloc(big_len);
+		CHECK(pread(fd, back, big_len, 0) == (ssize_t)big_len);
+		CHECK(memcmp(back, big, big_len) == 0);
+		free(back);
+		close(fd);
+	}
+	char dbig2[72];
+	big[big_len / 2] ^= 1;
+	blobcache_digest_of(big, big_len, dbig2);
+	big[big_len / 2] ^= 1;	/* serve the original bytes under the other digest */
+	struct src badbig = { big, big_len, 0, 0, 65536 };
+	CHECK(blobcache_open(bc, dbig2, big_len, fetch, &badbig) == -EBADMSG);
+	free(big);
 
 	/* LRU eviction: three blobs, oldest first out, pinned ones stay. */
 	char da[72], db[72], dc[72];
