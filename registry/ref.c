@@ -250,10 +250,6 @@ int ref_parse(const char *s, struct ref *out, const char **why)
 		*why = "invalid repository name (lowercase letters, digits and separators)";
 		goto out_free;
 	}
-	if (strlen(reg) + 1 + strlen(repo) > REF_NAME_MAX) {
-		*why = "repository name too long";
-		goto out_free;
-	}
 	ret = -ENOMEM;
 	r.registry = strdup(reg);
 	if (strcmp(reg, "docker.io") == 0 && !strchr(repo, '/')) {
@@ -270,6 +266,14 @@ int ref_parse(const char *s, struct ref *out, const char **why)
 		r.digest = strdup(at);
 	if (!r.registry || !r.repository || (!r.tag && !at) || (at && !r.digest)) {
 		ref_release(&r);
+		goto out_free;
+	}
+	/* The normalized name counts, as in Docker: "docker.io/library/" is
+	 * part of a short name's length. */
+	if (strlen(r.registry) + 1 + strlen(r.repository) > REF_NAME_MAX) {
+		*why = "repository name too long";
+		ref_release(&r);
+		ret = -EINVAL;
 		goto out_free;
 	}
 	*out = r;

@@ -106,6 +106,14 @@ int main(void)
 	longname[299] = '\0';
 	struct ref r;
 	CHECK(ref_parse(longname, &r, NULL) == -EINVAL);
+	/* ... counted after normalization (found by fuzz_ref): 239 bytes are
+	 * "docker.io/library/" + 239 = 257 in all, and the canonical form of
+	 * what ref_parse() accepts must parse again. */
+	longname[239] = '\0';
+	CHECK(ref_parse(longname, &r, NULL) == -EINVAL);
+	longname[255 - 18] = '\0';	/* 237: exactly 255 normalized */
+	CHECK(ref_parse(longname, &r, NULL) == 0 && strlen(r.repository) == 245);
+	ref_release(&r);
 
 	CHECK(ref_registry_is_loopback("127.0.0.1:5000"));
 	CHECK(ref_registry_is_loopback("localhost:80"));
