@@ -13,20 +13,24 @@
 #include <unistd.h>
 
 /* Walk @path's components, tracking depth; false if it ever goes above
- * the root. @start_depth is where the walk begins. */
+ * the root. @start_depth is where the walk begins. ".." may only lead:
+ * after a name it would climb out of wherever that name resolves to, and
+ * the name may be a link ("d" -> "." makes "d/.." the root's parent). */
 static bool walk_stays_inside(const char *path, int start_depth)
 {
 	int depth = start_depth;
 	const char *p = path;
+	bool named = false;
 
 	while (*p) {
 		const char *slash = strchr(p, '/');
 		size_t len = slash ? (size_t)(slash - p) : strlen(p);
 		if (len == 2 && p[0] == '.' && p[1] == '.') {
-			if (--depth < 0)
+			if (named || --depth < 0)
 				return false;
 		} else if (!(len == 0 || (len == 1 && p[0] == '.'))) {
 			depth++;
+			named = true;
 		}
 		if (!slash)
 			break;
@@ -116,7 +120,7 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 	struct archive *in, *out;
 	struct archive_entry *e;
 	uint64_t bytes = 0, entries = 0;
-	char *full = NULL;
+	char *full = NULL, *name = NULL;
 	int ret = 0;
 
 	err->entry[0] = '\0';
@@ -149,7 +153,7 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 	}
 	for (;;) {
 		int r = archive_read_next_header(in, &e);
-		const char *name, *link;
+		const char *link;
 		mode_t type;
 
 		if (r == ARCHIVE_EOF)
@@ -159,7 +163,14 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 			ret = archive_errno_of(in);
 			goto out_free;
 		}
-		name = archive_entry_pathname(e);
+		/* Our copy: setting the pathname below frees libarchive's,
+		 * and refusals after that still name the entry. */
+		free(name);
+		name = archive_entry_pathname(e) ? strdup(archive_entry_pathname(e)) : NULL;
+		if (archive_entry_pathname(e) && !name) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
 		if (++entries > lim->max_entries) {
 			refuse(err, name, "too many entries");
 			ret = -EFBIG;
@@ -243,6 +254,7 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 	}
 out_free:
 	free(full);
+	free(name);
 	if (out) {
 		archive_write_close(out);
 		archive_write_free(out);

@@ -38,7 +38,9 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 /* Is @path (an entry name) a safe relative path? Leading "./" allowed. */
 bool tarx_path_ok(const char *path);
 
-/* Does the link at entry @path with target @target stay inside the root? */
+/* Does the link at entry @path with target @target stay inside the root?
+ * Relative targets only, and ".." only at their start ("../x", not
+ * "a/../x": "a" may be a link itself). */
 bool tarx_symlink_ok(const char *path, const char *target);
 
 /* Remove a directory tree (extraction leftovers). */
