@@ -40,6 +40,10 @@ static struct aentry *add(struct aview *v, const char *path, enum aentry_kind ki
 			return NULL;
 		v->e = e;
 		v->cap = cap;
+		/* Generated entries point into themselves: follow the move. */
+		for (size_t i = 0; i < v->n; i++)
+			if (v->e[i].kind == AE_DATA)
+				v->e[i].digest = v->e[i].data_digest;
 	}
 	e = &v->e[v->n];
 	memset(e, 0, sizeof(*e));
@@ -98,6 +102,16 @@ static struct aentry *add_file(struct aview *v, const char *path, enum aentry_ki
 		e->annotations = d->annotations;
 	}
 	return e;
+}
+
+/* A name a layer's title asks for. blobs/ holds only blobs/sha256/<hex>
+ * of that very digest (the OCI layout), so no title goes there. */
+static struct aentry *add_titled(struct aview *v, const char *path, enum aentry_kind kind,
+				 const struct descriptor *d)
+{
+	if (!strncmp(path, "blobs/", 6))
+		return NULL;
+	return add_file(v, path, kind, d);
 }
 
 static int add_blob(struct aview *v, const struct descriptor *d, enum aentry_kind kind)
@@ -198,7 +212,7 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 				snprintf(name, sizeof(name), "%s.d", d->title);
 			else
 				snprintf(name, sizeof(name), "layer%zu.d", i);
-			e = add_file(v, name, AE_ARCHIVE, d);
+			e = add_titled(v, name, AE_ARCHIVE, d);
 			if (e)
 				e->mode = 0555;
 		}
@@ -209,7 +223,7 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 				e->mode = 0555;
 			continue;
 		}
-		e = add_file(v, d->title, AE_BLOB, d);
+		e = add_titled(v, d->title, AE_BLOB, d);
 		if (!e) {
 			warnf(warn, warn_arg, "layer %s: title \"%s\" clashes with another "
 			      "entry; it is only under blobs/", d->digest, d->title);
@@ -289,12 +303,8 @@ int aview_build(struct manifest *index, const char *index_digest, uint64_t index
 		if (ret < 0)
 			goto out_free;
 	}
-	if (m) {
-		ret = build_image(v, p, warn, warn_arg);
-		if (ret < 0)
-			goto out_free;
-	}
-	/* The directory is an OCI image layout too (skopeo, umoci, oras). */
+	/* The directory is an OCI image layout too (skopeo, umoci, oras).
+	 * Before the layers: a title may not take these names. */
 	ret = add_data(v, "oci-layout", strdup("{\"imageLayoutVersion\":\"1.0.0\"}\n"),
 		       "application/json");
 	if (ret == 0)
@@ -304,6 +314,11 @@ int aview_build(struct manifest *index, const char *index_digest, uint64_t index
 			       "application/vnd.oci.image.index.v1+json");
 	if (ret < 0)
 		goto out_free;
+	if (m) {
+		ret = build_image(v, p, warn, warn_arg);
+		if (ret < 0)
+			goto out_free;
+	}
 	*out = v;
 	return 0;
 out_free:

@@ -1,5 +1,6 @@
 /* test_platform.c - platform names, matching, layer classes, the view. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,5 +161,69 @@ int main(void)
 		CHECK(aview_lookup(v, "blobs/sha256/3123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest) != NULL);
 		aview_free(v);
 	}
+
+	/* Titles that ask for the OCI layout's names (found by
+	 * fuzz_manifest): they stay only under blobs/, the view is still
+	 * built, and blobs/sha256/<hex> is always the blob of that digest. */
+	static const char grabby[] =
+		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		"\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"" H("0") "\",\"size\":2},"
+		"\"layers\":["
+		"{\"mediaType\":\"application/vnd.sourceplane.bin.linux-amd64\",\"digest\":\"" H("1") "\",\"size\":10,"
+		"\"annotations\":{\"org.opencontainers.image.title\":\"bin/linux/amd64/oci-layout\"}},"
+		"{\"mediaType\":\"text/plain\",\"digest\":\"" H("2") "\",\"size\":20,"
+		"\"annotations\":{\"org.opencontainers.image.title\":\"index.json\"}},"
+		"{\"mediaType\":\"text/plain\",\"digest\":\"" H("3") "\",\"size\":30,"
+		"\"annotations\":{\"org.opencontainers.image.title\":\"blobs/sha256/4123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}},"
+		"{\"mediaType\":\"application/tar\",\"digest\":\"" H("5") "\",\"size\":40,"
+		"\"annotations\":{\"org.opencontainers.image.title\":\"blobs/x\"}},"
+		"{\"mediaType\":\"text/plain\",\"digest\":\"" H("4") "\",\"size\":50}]}";
+	m = NULL;
+	v = NULL;
+	p = P("linux/amd64");
+	CHECK(manifest_parse(grabby, strlen(grabby), NULL, &m, NULL) == 0);
+	CHECK(aview_build(NULL, NULL, 0, m, H("9"), strlen(grabby), &p, NULL, NULL, &v) == 0);
+	if (v) {
+		const struct aentry *e = aview_lookup(v, "oci-layout", &rest);
+		CHECK(e && e->kind == AE_DATA);
+		e = aview_lookup(v, "index.json", &rest);
+		CHECK(e && e->kind == AE_DATA && strstr(e->data, H("9")));
+		e = aview_lookup(v, "bin/linux/amd64/oci-layout", &rest);
+		CHECK(e && e->kind == AE_BLOB && e->size == 10);
+		e = aview_lookup(v, "blobs/sha256/4123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest);
+		CHECK(e && e->size == 50 && !strcmp(e->digest, H("4")));
+		CHECK(aview_lookup(v, "blobs/x", &rest) == NULL);
+		CHECK(aview_lookup(v, "blobs/x.d", &rest) == NULL);
+		aview_free(v);
+	}
+
+	/* Enough layers to grow the entry table several times: generated
+	 * entries (oci-layout, index.json) keep a valid digest (they pointed
+	 * into the old table: found by fuzz_manifest). */
+	char *many = NULL;
+	size_t many_len = 0;
+	FILE *f = open_memstream(&many, &many_len);
+	fprintf(f, "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"application/json\","
+		"\"digest\":\"%s\",\"size\":2},\"layers\":[", H("0"));
+	for (int i = 0; i < 100; i++)
+		fprintf(f, "%s{\"mediaType\":\"text/plain\",\"digest\":\"sha256:%064x\",\"size\":1}",
+			i ? "," : "", i + 1);
+	fprintf(f, "]}");
+	fclose(f);
+	m = NULL;
+	v = NULL;
+	CHECK(manifest_parse(many, many_len, NULL, &m, NULL) == 0);
+	CHECK(aview_build(NULL, NULL, 0, m, H("9"), many_len, &p, NULL, NULL, &v) == 0);
+	if (v) {
+		CHECK(v->n > 100);
+		const char *names[] = { "oci-layout", "index.json" };
+		for (size_t i = 0; i < 2; i++) {
+			const struct aentry *e = aview_lookup(v, names[i], &rest);
+			CHECK(e && e->kind == AE_DATA && e->digest == e->data_digest);
+			CHECK(e && !strncmp(e->digest, "sha256:", 7) && strlen(e->digest) == 71);
+		}
+		aview_free(v);
+	}
+	free(many);
 	return CHECK_DONE();
 }
