@@ -262,6 +262,21 @@ static int oc_readlink(const char *path, char *buf, size_t size)
 	return tree_readlink(tree, path, buf, size);
 }
 
+/* Files here are always ready. libfuse allocates a poll handle for the
+ * filesystem to keep and leaks it when .poll is missing (Go programs such
+ * as skopeo poll what they open; LeakSanitizer reported it): free it and
+ * answer ENOSYS, so the kernel stops asking and uses its default mask as
+ * it did before. */
+static int oc_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle *ph,
+		   unsigned *reventsp)
+{
+	(void)path;
+	(void)fi;
+	(void)reventsp;
+	fuse_pollhandle_destroy(ph);
+	return -ENOSYS;
+}
+
 static int oc_release(const char *path, struct fuse_file_info *fi)
 {
 	struct tree_file *f = file_of(fi);
@@ -330,6 +345,7 @@ static const struct fuse_operations oc_ops = {
 	.read_buf = oc_read_buf,
 	.release = oc_release,
 	.readlink = oc_readlink,
+	.poll = oc_poll,
 	.getxattr = oc_getxattr,
 	.listxattr = oc_listxattr,
 	.statfs = oc_statfs,
