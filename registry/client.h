@@ -9,6 +9,22 @@
  * reg_errno(): 404 -> ENOENT, 401/403 -> EACCES, 429 -> EAGAIN,
  * unreachable -> EHOSTUNREACH, timeout -> ETIMEDOUT, others -> EIO.
  * Details for the log land in a struct reg_error the caller provides.
+ *
+ * Auth: requests go out anonymous (or with what the last challenge of
+ * that registry and scope earned); a 401 is answered once per request.
+ * Bearer challenges get a token from the realm for
+ * "repository:<name>:pull" (or "registry:catalog:*"), anonymously, with
+ * Basic credentials, or with an identity token as OAuth2 refresh token
+ * (POST); tokens are kept per registry and scope until expires_in
+ * (default 60 s). Basic challenges get the credentials. Credentials come
+ * from auth_lookup() (auth.h) at each challenge. The Authorization header
+ * is never sent to another host:port on a redirect (curl drops custom
+ * Authorization headers there; tests check it), never put in a URL, and
+ * never given to the trace callback or to a reg_error.
+ *
+ * TLS: system CAs, plus -o cafile and every *.crt in
+ * /etc/docker/certs.d/<host>/ and /etc/containers/certs.d/<host>/ (with
+ * client.cert/client.key pairs as client certificates).
  */
 #ifndef OCIFS_CLIENT_H
 #define OCIFS_CLIENT_H
@@ -27,9 +43,17 @@ struct reg_error {
 };
 
 struct regclient_opts {
-	const char *const *insecure;	/* NULL-terminated hosts allowed plain HTTP */
+	/* NULL-terminated registries (tree names or host:port) for which TLS
+	 * is not verified, and plain HTTP is used when they do not speak
+	 * TLS at all. Loopback registries always fall back to plain HTTP
+	 * but verify TLS when they speak it. */
+	const char *const *insecure;
+	const char *cafile;		/* PEM CAs trusted besides the system's */
+	const char *authfile;		/* the only credentials file (absolute) */
 	long timeout;			/* seconds: connect, and stall on transfers */
-	unsigned retries;		/* extra attempts for 429/5xx/dropped links */
+	unsigned retries;		/* extra attempts for 429/5xx/dropped links
+					 * in a row; a resumed download that made
+					 * progress starts counting again */
 	/* Called after each HTTP exchange when set (debug log); never sees
 	 * credentials. */
 	void (*trace)(void *arg, const char *method, const char *url,
@@ -74,8 +98,11 @@ int regclient_list_tags(struct regclient *rc, const char *registry,
 int regclient_list_catalog(struct regclient *rc, const char *registry,
 			   struct strlist *out, struct reg_error *err);
 
-/* Receives a blob's bytes in order. (NULL, 0) means "start over": a retry
- * restarts the transfer. Return 0 or -errno to abort. */
+/* Receives a blob's bytes in order. An interrupted download is resumed
+ * with a Range request: the sink just gets the rest, as if nothing
+ * happened. Only when the server sends the whole blob again does the sink
+ * first get (NULL, 0), meaning "start over: forget what you got". Return
+ * 0 or -errno to abort. */
 typedef int (*reg_sink_fn)(void *arg, const void *data, size_t len);
 
 /* GET /v2/<repo>/blobs/<digest>, following redirects, streaming to @sink.
