@@ -25,6 +25,8 @@
 
 struct options {
 	char *cache;
+	char *cafile;
+	char *authfile;
 	unsigned tag_ttl;
 	unsigned timeout;
 	unsigned retries;
@@ -55,6 +57,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("tag_ttl=%u", tag_ttl),
 	OPT("timeout=%u", timeout),
 	OPT("retries=%u", retries),
+	OPT("cafile=%s", cafile),
+	OPT("authfile=%s", authfile),
 	OPT("page_size=%u", page_size),
 	OPT("platform=%s", platform),
 	OPT("max_extract=%s", max_extract),
@@ -378,10 +382,16 @@ static void usage(const char *prog)
 	       "    -o tag_ttl=SECONDS     how long tag, tag-list and catalog answers\n"
 	       "                           are trusted (default 60)\n"
 	       "    -o registry=HOST       list HOST in the root directory (repeatable)\n"
-	       "    -o insecure=HOST       plain HTTP for HOST (repeatable; always for\n"
-	       "                           localhost and 127.0.0.0/8)\n"
+	       "    -o insecure=HOST       HTTPS without certificate checks for HOST, or\n"
+	       "                           plain HTTP if it does not speak TLS (repeatable;\n"
+	       "                           localhost and 127.0.0.0/8 fall back to plain\n"
+	       "                           HTTP without it, but check certificates)\n"
 	       "    -o timeout=SECONDS     connect and stall timeout (default 30)\n"
-	       "    -o retries=N           retries of 429/5xx/dropped requests (default 3)\n"
+	       "    -o retries=N           retries of 429/5xx/dropped requests in a row\n"
+	       "                           (default 3)\n"
+	       "    -o cafile=PATH         trust the CAs in PATH (PEM) besides the system's\n"
+	       "    -o authfile=PATH       read credentials only from PATH (docker\n"
+	       "                           config.json or podman auth.json format)\n"
 	       "    -o platform=OS/ARCH[/VARIANT]\n"
 	       "                           whose binaries to show (default: this machine)\n"
 	       "    -o max_extract=SIZE    cap on bytes extracted from one archive layer\n"
@@ -637,12 +647,33 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
+	/* Checked now for a clear message; the credentials file is re-read
+	 * at each challenge, after fuse_daemonize() moved us to /. */
+	if (o.cafile && access(o.cafile, R_OK) != 0) {
+		fprintf(stderr, "ocifs: -o cafile=%s: %s\n", o.cafile, strerror(errno));
+		ret = 1;
+		goto out_args;
+	}
+	if (o.authfile) {
+		char *abs = realpath(o.authfile, NULL);
+		if (!abs || access(abs, R_OK) != 0) {
+			fprintf(stderr, "ocifs: -o authfile=%s: %s\n", o.authfile, strerror(errno));
+			free(abs);
+			ret = 1;
+			goto out_args;
+		}
+		free(o.authfile);
+		o.authfile = abs;
+	}
+
 	to = (struct tree_opts){
 		.root = root,
 		.cache_dir = o.cache,
 		.tag_ttl = o.tag_ttl,
 		.registries = (const char *const *)o.registries,
 		.insecure = (const char *const *)o.insecure,
+		.cafile = o.cafile,
+		.authfile = o.authfile,
 		.timeout = o.timeout,
 		.retries = o.retries,
 		.page_size = o.page_size,
@@ -718,6 +749,8 @@ out_args:
 	free(o.registries);
 	free(o.insecure);
 	free(o.cache);
+	free(o.cafile);
+	free(o.authfile);
 	free(o.platform);
 	free(o.max_extract);
 	free(o.cache_max);

@@ -92,6 +92,8 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 {
 	struct regclient_opts ro = {
 		.insecure = o->insecure,
+		.cafile = o->cafile,
+		.authfile = o->authfile,
 		.timeout = o->timeout,
 		.retries = o->retries,
 		.trace = trace,
@@ -715,7 +717,7 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 	char buf[4096], *c[PATH_COMPONENTS_MAX];
 	size_t n;
 	bool repo_exists = false;
-	int ret;
+	int ret, denied = 0;
 
 	memset(r, 0, sizeof(*r));
 	ret = split(path, buf, sizeof(buf), c, &n);
@@ -755,6 +757,12 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 		} else {
 			continue;
 		}
+		/* Docker Hub and others deny what does not exist as they deny
+		 * what is private: a longer prefix may still be the repository. */
+		if (ret == -EACCES) {
+			denied = ret;
+			continue;
+		}
 		if (ret < 0)
 			return ret;
 		r->kind = R_ARTIFACT;
@@ -765,15 +773,19 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 	if (c[n - 1][0] == '.')
 		c[n - 1]++;
 	if (!ref_valid_path_component(c[n - 1], strlen(c[n - 1])))
-		return -ENOENT;
+		return denied ? denied : -ENOENT;
 	join(r->name, sizeof(r->name), c, 1, n);
 	r->kind = R_NAMESPACE;
 	/* Depth 1 costs no request: a catalog seen already may say no. */
 	ret = catalog_kind(t, r->reg, r->name, n > 2);
 	if (ret == 0)
-		return -ENOENT;
+		return denied ? denied : -ENOENT;
 	if (ret > 0 || n == 2)
 		return 0;
+	/* /<registry>/<a>/<b> may list the tags of a/b (denied as a tag of
+	 * a); deeper paths below denied prefixes stay denied. */
+	if (denied && n > 3)
+		return denied;
 	/* No catalog here: below a repository only a repository can be. */
 	if (repo_exists) {
 		struct strlist tags = { 0 };

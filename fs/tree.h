@@ -27,6 +27,8 @@ struct tree_opts {
 	unsigned tag_ttl;		/* seconds */
 	const char *const *registries;	/* NULL-terminated, shown in / */
 	const char *const *insecure;	/* NULL-terminated */
+	const char *cafile;		/* extra trusted CAs (PEM), or NULL */
+	const char *authfile;		/* the only credentials file, or NULL */
 	long timeout;			/* seconds */
 	unsigned retries;
 	unsigned page_size;		/* listing page size asked for */
