@@ -3,7 +3,8 @@
     registry          a real docker-registry on a free loopback port (one per module)
     registry_factory  more registries, per test: registry_factory(catalog_maxentries=2)
     ocifs_bin         $OCIFS_BIN or <repo>/build/ocifs; skips the test if missing
-    mount_factory     mount_factory(opts=[...], cache=None, args=()) -> mounted OcifsMount
+    mount_factory     mount_factory(opts=[...], cache=None, args=(), env=None, debug=None)
+                      -> mounted OcifsMount (env: see fixtures/mount.py)
     mount             an OcifsMount with -o registry=<registry.host>, fresh cache
 
 Every mount is unmounted at teardown (fusermount3 -u, then -uz), and a daemon log
@@ -102,11 +103,12 @@ def client(registry):
 def mount_factory(ocifs_bin, tmp_path, request):
     mounts = _tracked(request.node, "_ocifs_mounts")
 
-    def make(opts=(), cache=None, args=(), mount=True):
+    def make(opts=(), cache=None, args=(), mount=True, env=None, debug=None):
         n = len(mounts)
         mnt = tmp_path / ("mnt%d" % n)
         cache = cache or tmp_path / ("cache%d" % n)
-        m = OcifsMount(ocifs_bin, mnt, cache, opts=opts, args=args, logdir=tmp_path)
+        m = OcifsMount(ocifs_bin, mnt, cache, opts=opts, args=args, logdir=tmp_path,
+                       env=env, debug=debug)
         mounts.append(m)
         if mount:
             m.mount()

@@ -216,9 +216,9 @@ int main(void)
 	CHECK(aview_build(NULL, NULL, 0, m, H("9"), many_len, &p, NULL, NULL, &v) == 0);
 	if (v) {
 		CHECK(v->n > 100);
-		const char *names[] = { "oci-layout", "index.json" };
+		const char *gen[] = { "oci-layout", "index.json" };
 		for (size_t i = 0; i < 2; i++) {
-			const struct aentry *e = aview_lookup(v, names[i], &rest);
+			const struct aentry *e = aview_lookup(v, gen[i], &rest);
 			CHECK(e && e->kind == AE_DATA && e->digest == e->data_digest);
 			CHECK(e && !strncmp(e->digest, "sha256:", 7) && strlen(e->digest) == 71);
 		}

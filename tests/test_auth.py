@@ -1,0 +1,647 @@
+"""Auth, TLS, redirects and transport faults, against real parts on loopback.
+
+    content registry    a plain docker-registry holding the pushed artifacts
+    auth registries     more docker-registry processes serving the same storage with
+                        auth: htpasswd (Basic) or auth: token (+ tokenserver.py),
+                        optionally behind TLS from a CA made here (pki.py)
+    faultproxy.py       429/503/dropped connections, redirects to a BlobStore
+
+Every daemon here runs with -d and a scratch HOME/DOCKER_CONFIG; its whole log is
+grepped for the secrets it was given.
+"""
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fixtures.faultproxy import BlobStore, FaultProxy
+from fixtures.pki import CA
+from fixtures.push import Client, push_artifact, push_demo
+from fixtures.registry import make_htpasswd
+from fixtures.tokenserver import TokenServer
+
+MiB = 1024 * 1024
+USER, PASSWORD = "alice", "pw-Alice-0123456789"
+SERVICE = "ocifs-test-registry"
+
+
+# --- helpers ------------------------------------------------------------------
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def os_error(path, timeout=60):
+    """errno of reading ``path`` in a child process with a deadline; 0 if the
+    read succeeds."""
+    code = ("import sys\n"
+            "try:\n"
+            "    open(sys.argv[1], 'rb').read()\n"
+            "    print(0)\n"
+            "except OSError as e:\n"
+            "    print(e.errno)\n")
+    r = subprocess.run([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    assert r.returncode == 0, r.stderr.decode()
+    return int(r.stdout)
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    os.chmod(path, 0o600)
+    return path
+
+
+def isolated_env(tmp_path, **extra):
+    """A daemon environment that sees no credentials but those a test writes."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {"HOME": str(home), "DOCKER_CONFIG": str(tmp_path / "docker"),
+           "REGISTRY_AUTH_FILE": None, "XDG_RUNTIME_DIR": None,
+           "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    env.update(extra)
+    return env
+
+
+def docker_config(tmp_path, host, user=USER, password=PASSWORD, **entry):
+    """$DOCKER_CONFIG/config.json with one "auths" entry for ``host``."""
+    e = dict(entry)
+    if user is not None:
+        e["auth"] = b64("%s:%s" % (user, password))
+    return write_json(str(tmp_path / "docker" / "config.json"), {"auths": {host: e}})
+
+
+def assert_no_secrets(m, *secrets):
+    text = m.all_logs()
+    assert text, "no daemon log"
+    for s in secrets:
+        if s:
+            assert s not in text, "secret %r... leaked into the log" % s[:12]
+
+
+def check_cache(cache):
+    root = os.path.join(str(cache), "blobs", "sha256")
+    names = os.listdir(root) if os.path.isdir(root) else []
+    for n in names:
+        assert sha256_file(os.path.join(root, n)) == n, n
+    return set(names)
+
+
+def art(m, host, repo, ref):
+    return os.path.join(m.path, host, repo, ref)
+
+
+# --- fixtures -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def content(tmp_path_factory):
+    """A plain registry with the demo artifacts, a private one and a 3 MiB blob;
+    auth registries serve its storage."""
+    from conftest import _start_registry
+    r = _start_registry(tmp_path_factory.mktemp("content"))
+    c = Client(r.host)
+    pushed = push_demo(c)
+    pushed["private/app:1.0"] = push_artifact(
+        c, "private/app", ["1.0"], files=[("secret.txt", b"classified\n", "text/plain")])
+    pushed["demo/big:1"] = push_artifact(
+        c, "demo/big", ["1"], files=[("big.bin", os.urandom(3 * MiB))])
+    yield r, pushed
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    ca = CA(tmp_path_factory.mktemp("pki"))
+    cert, key = ca.issue("registry", ["127.0.0.1", "localhost"])
+    return ca, cert, key
+
+
+@pytest.fixture
+def htpasswd(tmp_path):
+    if not shutil.which("htpasswd"):
+        pytest.skip("htpasswd (apache2-utils) is not installed")
+    return make_htpasswd(str(tmp_path / "htpasswd"), {USER: PASSWORD, "bob": "bob-pw-987"})
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    ts = TokenServer(tmp_path / "ts", service=SERVICE,
+                     users={USER: PASSWORD},
+                     refresh_tokens={"refresh-Alice-5f2e9c": USER},
+                     acl={USER: ["*"], None: ["demo/*", "registry:catalog"]})
+    yield ts
+    ts.stop()
+
+
+def demo_paths(m, host, pushed):
+    p = pushed["demo/hello:1.0"]
+    d = art(m, host, "demo/hello", "1.0")
+    return d, p
+
+
+def assert_demo(m, host, pushed):
+    d, p = demo_paths(m, host, pushed)
+    assert read(os.path.join(d, "manifest.json")) == p.manifest
+    assert read(os.path.join(d, "config.json")) == p.config.data
+    assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+    assert read(os.path.join(d, "README.md")) == p.layers[0].data
+
+
+# --- Basic (htpasswd) behind TLS ------------------------------------------------
+
+def test_basic_over_tls_with_cafile(content, pki, htpasswd, registry_factory,
+                                    mount_factory, tmp_path):
+    store, pushed = content
+    ca, cert, key = pki
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd,
+                           tls=(cert, key), ca=ca.cert)
+    docker_config(tmp_path, reg.host)
+    m = mount_factory(opts=["registry=" + reg.host, "cafile=" + ca.cert], debug=True,
+                      env=isolated_env(tmp_path))
+    assert_demo(m, reg.host, pushed)
+    big = pushed["demo/big:1"].layers[0]
+    assert sha256_file(art(m, reg.host, "demo/big", "1") + "/big.bin") == big.hex
+    assert big.hex in check_cache(m.cache)
+    # Everything went over TLS, authenticated.
+    log = m.log_text()
+    assert "https://%s/v2/demo/hello/manifests/1.0 -> 200" % reg.host in log
+    assert "http://%s" % reg.host not in log
+    ok = reg.requests("GET", r"/v2/demo/.*", since=0)
+    assert ok and any(a.status == 200 for a in ok)
+    assert all(a.status in (200, 401, 404) for a in ok)
+    assert_no_secrets(m, PASSWORD, b64("%s:%s" % (USER, PASSWORD)))
+
+
+def test_tls_untrusted_without_cafile(content, pki, registry_factory, mount_factory,
+                                      tmp_path):
+    store, pushed = content
+    ca, cert, key = pki
+    reg = registry_factory(storage_dir=store.storage_dir, tls=(cert, key), ca=ca.cert)
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    d, _ = demo_paths(m, reg.host, pushed)
+    assert os_error(os.path.join(d, "hello.txt")) == errno.EIO
+    assert re.search(r"TLS certificate of %s not trusted .*certificate" % re.escape(reg.host),
+                     m.log_text()), m.log_text()
+    # Never a silent fall back to plain HTTP: the registry only saw TLS.
+    assert "http://%s" % reg.host not in m.log_text()
+
+    # -o insecure=HOST: TLS without verification, for that host only.
+    m2 = mount_factory(opts=["registry=" + reg.host, "insecure=" + reg.host],
+                       env=isolated_env(tmp_path))
+    assert_demo(m2, reg.host, pushed)
+
+
+@pytest.mark.parametrize("certs_dir", ["/etc/docker/certs.d", "/etc/containers/certs.d"])
+def test_tls_certs_d(content, pki, registry_factory, mount_factory, tmp_path, certs_dir):
+    store, pushed = content
+    ca, cert, key = pki
+    reg = registry_factory(storage_dir=store.storage_dir, tls=(cert, key), ca=ca.cert)
+    d = os.path.join(certs_dir, reg.host)
+    try:
+        os.makedirs(d)
+    except OSError as e:
+        pytest.skip("cannot write %s: %s" % (certs_dir, e))
+    try:
+        shutil.copy(ca.cert, os.path.join(d, "ca.crt"))
+        m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+        assert_demo(m, reg.host, pushed)
+    finally:
+        shutil.rmtree(d)
+        for p in (certs_dir, os.path.dirname(certs_dir)):
+            try:
+                os.rmdir(p)     # only if we made it and it is empty
+            except OSError:
+                break
+
+
+def test_mutual_tls_client_cert_from_certs_d(content, pki, registry_factory,
+                                             mount_factory, tmp_path):
+    store, pushed = content
+    ca, cert, key = pki
+    ccert, ckey = ca.issue("client", [], client=True)
+    reg = registry_factory(storage_dir=store.storage_dir, tls=(cert, key), ca=ca.cert,
+                           clientcas=[ca.cert], client_cert=(ccert, ckey))
+    d = os.path.join("/etc/docker/certs.d", reg.host)
+    try:
+        os.makedirs(d)
+    except OSError as e:
+        pytest.skip("cannot write /etc/docker/certs.d: %s" % e)
+    try:
+        m0 = mount_factory(opts=["registry=" + reg.host, "cafile=" + ca.cert],
+                           env=isolated_env(tmp_path), debug=True)
+        assert os_error(os.path.join(demo_paths(m0, reg.host, pushed)[0], "hello.txt")) \
+            == errno.EIO
+        assert "alert" in m0.log_text() and "http://" not in m0.log_text(), m0.log_text()
+        shutil.copy(ca.cert, os.path.join(d, "ca.crt"))
+        shutil.copy(ccert, os.path.join(d, "client.cert"))
+        shutil.copy(ckey, os.path.join(d, "client.key"))
+        m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+        assert_demo(m, reg.host, pushed)
+    finally:
+        shutil.rmtree(d)
+        for p in ("/etc/docker/certs.d", "/etc/docker"):
+            try:
+                os.rmdir(p)
+            except OSError:
+                break
+
+
+def test_basic_wrong_password(content, htpasswd, registry_factory, mount_factory, tmp_path):
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    cfg = docker_config(tmp_path, reg.host, password="not-the-Password-42")
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    d, _ = demo_paths(m, reg.host, pushed)
+    assert os_error(os.path.join(d, "hello.txt")) == errno.EACCES
+    log = m.log_text()
+    assert "%s refused the credentials from %s for demo/hello (UNAUTHORIZED)" % (
+        reg.host, cfg) in log, log
+    assert_no_secrets(m, "not-the-Password-42", b64("%s:not-the-Password-42" % USER))
+
+
+def test_basic_no_credentials_then_login(content, htpasswd, registry_factory,
+                                         mount_factory, tmp_path):
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    d, _ = demo_paths(m, reg.host, pushed)
+    assert os_error(os.path.join(d, "hello.txt")) == errno.EACCES
+    log = m.log_text()
+    assert "%s refused anonymous access to demo/hello, and no credentials were found" % (
+        reg.host) in log, log
+    # `docker login` after the mount: the next challenge reads the new file.
+    docker_config(tmp_path, "https://%s/v1/" % reg.host)
+    assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+    assert_no_secrets(m, PASSWORD)
+
+
+def test_basic_credentials_sent_preemptively(content, htpasswd, registry_factory,
+                                             mount_factory, tmp_path):
+    """After the first challenge of a repository, its requests carry the
+    credentials: one 401 per repository, not one per request."""
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    docker_config(tmp_path, reg.host)
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    mark = reg.mark()
+    assert_demo(m, reg.host, pushed)
+    hits = reg.requests(None, r"/v2/demo/hello/.*", since=mark)
+    assert sum(1 for a in hits if a.status == 401) == 1, [a.line for a in hits]
+
+
+# --- credential helpers and podman files ------------------------------------
+
+HELPER = """#!/bin/sh
+# docker-credential-test: the credential helper protocol, logging what it gets.
+echo "$@" >> "{log}.args"
+url=$(cat)
+printf '%s\\n' "$url" >> "{log}.stdin"
+case "$url" in
+{host}) printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}\\n' "$url" ;;
+*) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"""
+
+
+def test_credential_helper(content, htpasswd, registry_factory, mount_factory, tmp_path):
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-test"
+    helper.write_text(HELPER.format(log=tmp_path / "helper", host=reg.host, user=USER,
+                                    password=PASSWORD))
+    helper.chmod(0o755)
+    write_json(str(tmp_path / "docker" / "config.json"),
+               {"credHelpers": {reg.host: "test"}, "auths": {}})
+    env = isolated_env(tmp_path, PATH="%s:%s" % (bindir, os.environ.get("PATH", "")))
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=env)
+    assert_demo(m, reg.host, pushed)
+    # The protocol: "get" as the only argument, the server URL on stdin.
+    args = (tmp_path / "helper.args").read_text().split("\n")
+    assert set(a for a in args if a) == {"get"}
+    assert set((tmp_path / "helper.stdin").read_text().split()) == {reg.host}
+    assert_no_secrets(m, PASSWORD)
+
+
+def test_creds_store_falls_back_to_auths(content, htpasswd, registry_factory, mount_factory,
+                                         tmp_path):
+    """credsStore whose helper knows nothing of the host: the auths entry."""
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-test"
+    helper.write_text(HELPER.format(log=tmp_path / "helper", host="elsewhere.example",
+                                    user="x", password="y"))
+    helper.chmod(0o755)
+    write_json(str(tmp_path / "docker" / "config.json"),
+               {"credsStore": "test",
+                "auths": {reg.host: {"auth": b64("%s:%s" % (USER, PASSWORD))}}})
+    env = isolated_env(tmp_path, PATH="%s:%s" % (bindir, os.environ.get("PATH", "")))
+    m = mount_factory(opts=["registry=" + reg.host], env=env)
+    assert_demo(m, reg.host, pushed)
+    assert reg.host in (tmp_path / "helper.stdin").read_text()
+
+
+@pytest.mark.parametrize("where", ["xdg_runtime", "registry_auth_file", "authfile"])
+def test_podman_auth_json(content, htpasswd, registry_factory, mount_factory, tmp_path, where):
+    store, pushed = content
+    reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    auth = {"auths": {reg.host: {"auth": b64("%s:%s" % (USER, PASSWORD))}}}
+    # A docker config with wrong credentials: podman's file must win.
+    docker_config(tmp_path, reg.host, password="wrong-docker-pw")
+    opts = ["registry=" + reg.host]
+    env = isolated_env(tmp_path)
+    if where == "xdg_runtime":
+        write_json(str(tmp_path / "run" / "containers" / "auth.json"), auth)
+        env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")
+    elif where == "registry_auth_file":
+        env["REGISTRY_AUTH_FILE"] = write_json(str(tmp_path / "raf.json"), auth)
+    else:
+        path = write_json(str(tmp_path / "cfg" / "my-auth.json"), auth)
+        # relative to the cwd at mount time, and the daemon chdirs to /
+        opts.append("authfile=" + os.path.relpath(path))
+    m = mount_factory(opts=opts, env=env)
+    assert_demo(m, reg.host, pushed)
+
+
+def test_authfile_missing_fails_the_mount(mount_factory, tmp_path):
+    m = mount_factory(opts=["authfile=" + str(tmp_path / "nope.json")], mount=False)
+    with pytest.raises(Exception) as e:
+        m.mount()
+    assert "authfile=" in str(e.value)
+
+
+# --- Bearer tokens ---------------------------------------------------------------
+
+@pytest.fixture
+def token_registry(content, token_server, registry_factory):
+    store, _ = content
+    return registry_factory(storage_dir=store.storage_dir, token=token_server.registry_config())
+
+
+def scope_requests(ts, repo):
+    return [r for r in ts.requests if "repository:%s:pull" % repo in r.scopes]
+
+
+def test_token_anonymous_pull(content, token_server, token_registry, mount_factory, tmp_path):
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    assert sorted(os.listdir(os.path.join(m.path, reg.host))) == ["acme", "demo", "private"]
+    assert_demo(m, reg.host, pushed)
+    reqs = scope_requests(token_server, "demo/hello")
+    assert len(reqs) == 1, token_server.requests
+    r = reqs[0]
+    assert (r.method, r.service, r.user, r.status) == ("GET", SERVICE, None, 200)
+    assert "Authorization" not in r.headers
+    assert any(s == "registry:catalog:*" for t in token_server.requests for s in t.scopes)
+    assert_no_secrets(m, *token_server.issued)
+
+
+def test_token_with_credentials_reused(content, token_server, token_registry, mount_factory,
+                                       tmp_path):
+    """Basic credentials at the token server; one token for many reads of a scope."""
+    _, pushed = content
+    reg = token_registry
+    docker_config(tmp_path, reg.host)
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    p = pushed["private/app:1.0"]
+    d = art(m, reg.host, "private/app", "1.0")
+    assert read(os.path.join(d, "secret.txt")) == b"classified\n"
+    assert read(os.path.join(d, "manifest.json")) == p.manifest
+    assert read(os.path.join(d, "config.json")) == p.config.data
+    for b in [p.config] + p.layers:
+        assert read(os.path.join(d, "blobs", "sha256", b.hex)) == b.data
+    assert sorted(os.listdir(os.path.join(m.path, reg.host, "private", "app"))) == ["1.0"]
+    reqs = scope_requests(token_server, "private/app")
+    assert len(reqs) == 1, [(r.method, r.scopes) for r in token_server.requests]
+    assert reqs[0].user == USER and reqs[0].service == SERVICE
+    assert_no_secrets(m, PASSWORD, b64("%s:%s" % (USER, PASSWORD)), *token_server.issued)
+
+
+def test_token_expiry(content, token_server, token_registry, mount_factory, tmp_path):
+    _, pushed = content
+    reg = token_registry
+    token_server.expires_in = 2
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    d, p = demo_paths(m, reg.host, pushed)
+    assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+    assert len(scope_requests(token_server, "demo/hello")) == 1
+    time.sleep(2.5)
+    assert read(os.path.join(d, "README.md")) == p.layers[0].data
+    assert len(scope_requests(token_server, "demo/hello")) == 2
+
+
+def test_token_rejected_early_is_renewed(content, token_server, token_registry,
+                                         mount_factory, tmp_path):
+    """A cached token the registry stops accepting before its expires_in (401
+    invalid_token; here: the registry now trusts another issuer) is replaced
+    once and the read succeeds."""
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    d, p = demo_paths(m, reg.host, pushed)
+    assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+    assert len(scope_requests(token_server, "demo/hello")) == 1
+    token_server.issuer = "another-issuer"
+    reg.token = token_server.registry_config()
+    reg.stop()
+    reg.start()
+    assert read(os.path.join(d, "README.md")) == p.layers[0].data
+    assert len(scope_requests(token_server, "demo/hello")) == 2
+
+
+def test_token_refresh_token(content, token_server, token_registry, mount_factory, tmp_path):
+    """An identitytoken is used as OAuth2 refresh token, in a POST body."""
+    _, pushed = content
+    reg = token_registry
+    token_server.field = "access_token"
+    rt = "refresh-Alice-5f2e9c"
+    docker_config(tmp_path, reg.host, user=None, identitytoken=rt)
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    d = art(m, reg.host, "private/app", "1.0")
+    assert read(os.path.join(d, "secret.txt")) == b"classified\n"
+    reqs = scope_requests(token_server, "private/app")
+    assert len(reqs) == 1
+    r = reqs[0]
+    assert (r.method, r.grant_type, r.user, r.service) == ("POST", "refresh_token", USER, SERVICE)
+    assert "Authorization" not in r.headers
+    assert_no_secrets(m, rt, *token_server.issued)
+
+
+def test_token_server_refuses_credentials(content, token_server, token_registry,
+                                          mount_factory, tmp_path):
+    _, pushed = content
+    reg = token_registry
+    cfg = docker_config(tmp_path, reg.host, password="wrong-Token-pw-1")
+    m = mount_factory(opts=["registry=" + reg.host], debug=True, env=isolated_env(tmp_path))
+    d = art(m, reg.host, "private/app", "1.0")
+    assert os_error(os.path.join(d, "secret.txt")) == errno.EACCES
+    log = m.log_text()
+    assert "token server 127.0.0.1:%d refused the credentials from %s for %s" % (
+        token_server.port, cfg, reg.host) in log, log
+    assert_no_secrets(m, "wrong-Token-pw-1")
+
+
+def test_token_private_without_credentials(content, token_server, token_registry,
+                                           mount_factory, tmp_path):
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    d = art(m, reg.host, "private/app", "1.0")
+    assert os_error(os.path.join(d, "secret.txt")) == errno.EACCES
+    assert "%s refused anonymous access to private/app" % reg.host in m.log_text()
+    # Public repositories of the same registry still work.
+    assert_demo(m, reg.host, pushed)
+
+
+# --- redirects -------------------------------------------------------------------
+
+@pytest.mark.parametrize("auth", ["basic", "token"])
+@pytest.mark.parametrize("target", ["127.0.0.1", "localhost"])
+def test_redirect_never_carries_authorization(content, htpasswd, token_server,
+                                              registry_factory, mount_factory, tmp_path,
+                                              auth, target):
+    """Blob GETs answered with 307 to another host:port (object storage): the
+    storage never sees Authorization, though the registry did."""
+    store, pushed = content
+    if auth == "basic":
+        reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
+    else:
+        reg = registry_factory(storage_dir=store.storage_dir,
+                               token=token_server.registry_config())
+    blobs = BlobStore(reg)
+    proxy = FaultProxy(reg.url)
+    try:
+        sig = "X-Amz-Signature=presigned-0b5e7d"     # a presigned URL's secret
+        proxy.add(r"/v2/.*/blobs/sha256:[0-9a-f]+", "redirect",
+                  location=lambda path: blobs.url(path.rsplit("/", 1)[1], host=target,
+                                                  query="?" + sig))
+        docker_config(tmp_path, proxy.host)
+        m = mount_factory(opts=["registry=" + proxy.host], debug=True,
+                          env=isolated_env(tmp_path))
+        p = pushed["private/app:1.0"]
+        d = art(m, proxy.host, "private/app", "1.0")
+        assert read(os.path.join(d, "secret.txt")) == b"classified\n"
+        assert read(os.path.join(d, "config.json")) == p.config.data
+        redirected = [s for s in proxy.seen(r"/v2/.*/blobs/.*") if s.status == 307]
+        assert redirected and all("Authorization" in s.headers for s in redirected)
+        assert len(blobs.seen) >= 2
+        for h in blobs.seen:
+            assert not any(k.lower() in ("authorization", "cookie") for k in h), h
+        assert_no_secrets(m, PASSWORD, b64("%s:%s" % (USER, PASSWORD)), sig,
+                          *token_server.issued)
+        assert re.search(r"GET http://%s:%d/blobs/sha256:[0-9a-f]+\?\.\.\. -> 200"
+                         % (target, blobs.port), m.log_text())
+    finally:
+        proxy.stop()
+        blobs.stop()
+
+
+# --- faults ----------------------------------------------------------------------
+
+@pytest.fixture
+def proxied(content, mount_factory, tmp_path):
+    """A fault proxy in front of the content registry, and a mount through it."""
+    store, pushed = content
+    proxy = FaultProxy(store.url)
+
+    def mount(*opts):
+        return mount_factory(opts=["registry=" + proxy.host] + list(opts), debug=True,
+                             env=isolated_env(tmp_path))
+    yield proxy, mount, pushed
+    proxy.stop()
+
+
+def test_retry_after_429_and_503(proxied):
+    proxy, mount, pushed = proxied
+    proxy.add(r"/v2/demo/hello/manifests/1.0", "status", status=429,
+              headers={"Retry-After": "1"}, times=1)
+    proxy.add(r"/v2/demo/hello/blobs/.*", "status", status=503, times=2)
+    m = mount()
+    t0 = time.monotonic()
+    assert_demo(m, proxy.host, pushed)
+    assert time.monotonic() - t0 >= 1.0       # Retry-After was honored
+    assert [s.status for s in proxy.seen(r"/v2/demo/hello/manifests/1.0")][:2] == [429, 200]
+    assert sum(1 for s in proxy.seen(r"/v2/demo/hello/blobs/.*") if s.status == 503) == 2
+    check_cache(m.cache)
+
+
+def test_dropped_blob_resumes_with_range(proxied):
+    proxy, mount, pushed = proxied
+    big = pushed["demo/big:1"].layers[0]
+    proxy.add(r"/v2/demo/big/blobs/" + big.digest, "drop", after=MiB, times=1)
+    proxy.add(r"/v2/demo/big/blobs/" + big.digest, "drop", after=MiB, times=1)
+    m = mount()
+    f = art(m, proxy.host, "demo/big", "1") + "/big.bin"
+    assert sha256_file(f) == big.hex
+    gets = proxy.seen(r"/v2/demo/big/blobs/" + big.digest)
+    assert len(gets) == 3, [(s.status, s.headers.get("Range")) for s in gets]
+    assert "Range" not in gets[0].headers
+    assert gets[1].headers.get("Range") == "bytes=%d-" % MiB
+    assert gets[2].headers.get("Range") == "bytes=%d-" % (2 * MiB)
+    assert gets[2].status == 206
+    assert big.hex in check_cache(m.cache)
+
+
+def test_dropped_blob_without_range_support_starts_over(proxied):
+    proxy, mount, pushed = proxied
+    big = pushed["demo/big:1"].layers[0]
+    path = r"/v2/demo/big/blobs/" + big.digest
+    proxy.add(path, "drop", after=MiB, times=1)
+    proxy.add(path, "norange")
+    m = mount()
+    f = art(m, proxy.host, "demo/big", "1") + "/big.bin"
+    assert sha256_file(f) == big.hex
+    gets = proxy.seen(path)
+    assert len(gets) == 2 and gets[1].status == 200
+    assert big.hex in check_cache(m.cache)
+
+
+def test_connection_reset_is_retried(proxied):
+    proxy, mount, pushed = proxied
+    proxy.add(r"/v2/demo/hello/blobs/.*", "reset", times=2)
+    m = mount()
+    assert_demo(m, proxy.host, pushed)
+
+
+def test_retry_bound_gives_eio(proxied):
+    proxy, mount, pushed = proxied
+    big = pushed["demo/big:1"].layers[0]
+    path = r"/v2/demo/big/blobs/" + big.digest
+    proxy.add(path, "status", status=503)
+    m = mount("retries=2")
+    f = art(m, proxy.host, "demo/big", "1") + "/big.bin"
+    assert os_error(f) == errno.EIO
+    assert len(proxy.seen(path)) == 3
+    assert re.search(r"demo/big@%s: injected \(gave up after 2 retries\) \(UNAVAILABLE\)"
+                     % re.escape(big.digest), m.log_text()), m.log_text()
+    assert big.hex not in check_cache(m.cache)
+    # The registry recovers: the same mount reads it.
+    proxy.clear()
+    assert sha256_file(f) == big.hex
