@@ -831,10 +831,10 @@ static void denied_message(const struct req *rq, long status, bool creds, const 
 			 status == 403 ? "DENIED" : "UNAUTHORIZED");
 	if (creds && status == 401)
 		snprintf(err->message, sizeof(err->message),
-			 "%s refused the credentials from %.80s for %s", rq->registry, source, repo);
+			 "%s refused the credentials from %.250s for %s", rq->registry, source, repo);
 	else if (creds)
 		snprintf(err->message, sizeof(err->message),
-			 "%s denied %s to the credentials from %.80s (no such repository, or no "
+			 "%s denied %s to the credentials from %.250s (no such repository, or no "
 			 "permission)", rq->registry, repo, source);
 	else
 		snprintf(err->message, sizeof(err->message),
@@ -1152,14 +1152,14 @@ static int fetch_token(struct regclient *rc, const struct req *rq, const char *r
 			ret = -EACCES;
 			if (c)
 				snprintf(err->message, sizeof(err->message),
-					 "token server %s refused the credentials from %.80s for %s",
+					 "token server %s refused the credentials from %.250s for %s",
 					 authority, c->source, rq->registry);
 			else
 				snprintf(err->message, sizeof(err->message),
 					 "token server %s refused anonymous access to %s", authority,
 					 rq->registry);
 		} else {
-			snprintf(err->message, sizeof(err->message), "token server %s: %.120s",
+			snprintf(err->message, sizeof(err->message), "token server %s: %.250s",
 				 authority, why);
 		}
 		if (!err->code[0])

@@ -39,7 +39,8 @@
 struct reg_error {
 	long status;		/* HTTP status, 0 if no response */
 	char code[40];		/* registry error code, e.g. "MANIFEST_UNKNOWN" */
-	char message[200];	/* registry message or transport error */
+	char message[512];	/* registry message or transport error, or
+				 * which credentials were refused */
 };
 
 struct regclient_opts {
