@@ -1,22 +1,40 @@
 #!/usr/bin/env python3
-"""Count the results of one `meson test` run over every suite.
+"""Count the results of one or more `meson test` runs over every suite.
 
-Reads:
-  BUILD/meson-logs/testlog.json  one JSON object per line, one per meson test;
-                                 every test except `integration` is a unit test
-  BUILD/pytest.xml               pytest's --junitxml report, written by
-                                 tests/run-integration.sh (the `integration`
-                                 meson test); each <testcase> counts once
+Each RUN names a meson build directory and what ran in it:
+
+  BUILD_DIR[:LOG][=SUITE,SUITE...]
+
+  BUILD_DIR/meson-logs/testlog.json   one JSON object per line, one per meson
+      (testlog-LOG.json with :LOG,   test; the suite is read from the test's
+      as written by `meson test      name ("ocifs:unit / ref"); every test
+      --setup LOG` or --wrap=LOG)    but `integration` counts once
+  BUILD_DIR/pytest.xml               pytest's --junitxml report, written by
+                                     tests/run-integration.sh (the
+                                     `integration` meson test); each
+                                     <testcase> counts once
+
+SUITEs are the suites that run must have run (default: unit,integration);
+a run whose testlog is missing, or that ran none of an expected suite's
+tests, counts as a failure, so that a step that never ran cannot pass.
+`integration` is read from pytest.xml whenever it is expected or ran.
+For fuzz tests the libFuzzer statistics (executions) are shown.
+
+Examples:
+  summary.py build                        one build: unit + integration
+  summary.py build build-asan build:valgrind=unit build-fuzz=fuzz
 
 Prints a short breakdown, then as its LAST line exactly
     N passed, N failed, N skipped
-Exit status: 0 when nothing failed and at least one test passed, 1 otherwise.
+summed over every run. Exit status: 0 when nothing failed and at least one
+test passed, 1 otherwise. $OCIFS_JUNIT overrides the first run's pytest.xml.
 
-Usage: summary.py [BUILD_DIR]   (default: build)
+Usage: summary.py [RUN ...]   (default: build)
 """
 
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -46,12 +64,23 @@ class Counts:
             self.passed, self.failed, self.skipped)
 
 
+def suite_of(name):
+    """"ocifs:unit / ref" -> "unit"; a bare name counts as a unit test."""
+    head = name.split(" / ", 1)[0] if " / " in name else ""
+    return head.rsplit(":", 1)[-1] if head else "unit"
+
+
+FUZZ_STAT = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
+
+
 def read_testlog(path):
-    """Return (unit Counts, integration entry or None, error string or None)."""
-    unit = Counts()
+    """Return ({suite: Counts} without integration, integration entry or None,
+    {fuzz test name: executions}, error string or None)."""
+    suites = {}
     integration = None
+    fuzz_execs = {}
     if not os.path.exists(path):
-        return unit, None, "%s not found (did meson test run?)" % path
+        return suites, None, fuzz_execs, "%s not found (did meson test run?)" % path
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
@@ -60,21 +89,28 @@ def read_testlog(path):
             try:
                 entry = json.loads(line)
             except ValueError:
-                return unit, integration, "%s:%d: not JSON" % (path, lineno)
+                return suites, integration, fuzz_execs, "%s:%d: not JSON" % (path, lineno)
             name = entry.get("name", "?")
             result = str(entry.get("result", "")).upper()
             if name == INTEGRATION or name.endswith(" / " + INTEGRATION):
                 # a later entry (rerun) replaces an earlier one
                 integration = entry
                 continue
+            suite = suite_of(name)
+            c = suites.setdefault(suite, Counts())
             if result in PASS_RESULTS:
-                unit.passed += 1
+                c.passed += 1
             elif result in SKIP_RESULTS:
-                unit.skipped += 1
+                c.skipped += 1
             else:
-                unit.failed += 1
-                unit.failures.append("%s (%s)" % (name, result or "no result"))
-    return unit, integration, None
+                c.failed += 1
+                c.failures.append("%s (%s)" % (name, result or "no result"))
+            if suite == "fuzz":
+                out = (entry.get("stdout") or "") + (entry.get("stderr") or "")
+                m = FUZZ_STAT.findall(out)
+                if m:
+                    fuzz_execs[name] = int(m[-1])
+    return suites, integration, fuzz_execs, None
 
 
 def read_junit(path):
@@ -128,47 +164,97 @@ def read_junit(path):
     return c, None
 
 
-def main(argv):
-    build = argv[1] if len(argv) > 1 else "build"
-    testlog = os.path.join(build, "meson-logs", "testlog.json")
-    junit = os.environ.get("OCIFS_JUNIT") or os.path.join(build, "pytest.xml")
-
-    notes = []
-    unit, integ, err = read_testlog(testlog)
-    if err:
-        notes.append(err)
-
+def integration_counts(integ, junit, expected, notes, label):
+    """Counts of the pytest suite of one run, from its meson entry and junit."""
     py, jerr = read_junit(junit)
     integ_result = str(integ.get("result", "")).upper() if integ else None
 
     if integ is None:
-        notes.append("meson test %r did not run" % INTEGRATION)
+        if not expected:
+            return None
+        notes.append("%s: meson test %r did not run" % (label, INTEGRATION))
         if jerr:
             # no integration suite at all: count it as one failure so that a
             # missing suite never passes silently
             py.failed += 1
-            py.failures.append("%s (not run)" % INTEGRATION)
+            py.failures.append("%s: %s (not run)" % (label, INTEGRATION))
     elif integ_result in SKIP_RESULTS:
-        notes.append("meson test %r skipped" % INTEGRATION)
+        notes.append("%s: meson test %r skipped" % (label, INTEGRATION))
         if jerr or (py.passed + py.failed + py.skipped) == 0:
             py.skipped += 1
     elif jerr:
         py.failed += 1
-        py.failures.append("%s (%s; %s)" % (INTEGRATION, integ_result, jerr))
+        py.failures.append("%s: %s (%s; %s)" % (label, INTEGRATION, integ_result, jerr))
     elif integ_result not in PASS_RESULTS and integ_result not in SKIP_RESULTS \
             and py.failed == 0:
         # pytest's report says all passed but the wrapper failed (crash,
         # timeout, non-zero exit after the report): that is a failure too
         py.failed += 1
-        py.failures.append("%s (meson: %s)" % (INTEGRATION, integ_result))
+        py.failures.append("%s: %s (meson: %s)" % (label, INTEGRATION, integ_result))
+    if label:
+        py.failures = [f if f.startswith(label + ":") else "%s: %s" % (label, f)
+                       for f in py.failures]
+    return py
 
+
+def parse_run(spec):
+    """"DIR[:LOG][=SUITE,...]" -> (label, dir, testlog path, expected suites)."""
+    suites = ["unit", INTEGRATION]
+    if "=" in spec:
+        spec, s = spec.split("=", 1)
+        suites = [x for x in s.split(",") if x]
+    build, log = spec, None
+    if ":" in spec:
+        build, log = spec.rsplit(":", 1)
+    name = "testlog-%s.json" % log if log else "testlog.json"
+    label = "%s:%s" % (build, log) if log else build
+    return label, build, os.path.join(build, "meson-logs", name), suites
+
+
+def main(argv):
+    runs = argv[1:] or ["build"]
     total = Counts()
-    total.add(unit)
-    total.add(py)
+    notes = []
+    lines = []
+    fuzz_lines = []
+
+    for i, spec in enumerate(runs):
+        label, build, testlog, expected = parse_run(spec)
+        suites, integ, fuzz_execs, err = read_testlog(testlog)
+        if err:
+            notes.append(err)
+            c = Counts()
+            c.failed += 1
+            c.failures.append("%s: no test results (%s)" % (label, err))
+            total.add(c)
+            lines.append("  %-22s %s" % (label, "not run"))
+            continue
+        for suite in expected:
+            if suite == INTEGRATION:
+                continue
+            c = suites.get(suite)
+            if c is None or c.passed + c.failed + c.skipped == 0:
+                c = suites.setdefault(suite, Counts())
+                c.failed += 1
+                c.failures.append("suite %r did not run" % suite)
+        for suite in sorted(suites):
+            c = suites[suite]
+            c.failures = ["%s: %s" % (label, f) for f in c.failures]
+            lines.append("  %-22s %-12s %s" % (label, "meson " + suite, c.describe()))
+            total.add(c)
+        junit = os.path.join(build, "pytest.xml")
+        if i == 0 and os.environ.get("OCIFS_JUNIT"):
+            junit = os.environ["OCIFS_JUNIT"]
+        py = integration_counts(integ, junit, INTEGRATION in expected, notes, label)
+        if py is not None:
+            lines.append("  %-22s %-12s %s" % (label, "pytest", py.describe()))
+            total.add(py)
+        for name in sorted(fuzz_execs):
+            fuzz_lines.append("  %-22s %s: %d executions" % (label, name, fuzz_execs[name]))
 
     print("---- test summary ----")
-    print("  meson unit tests:     %s" % unit.describe())
-    print("  pytest integration:   %s" % py.describe())
+    for line in lines + fuzz_lines:
+        print(line)
     for n in notes:
         print("  note: %s" % n)
     for f in total.failures:
