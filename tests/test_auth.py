@@ -445,6 +445,36 @@ def test_token_with_credentials_reused(content, token_server, token_registry, mo
     assert_no_secrets(m, PASSWORD, b64("%s:%s" % (USER, PASSWORD)), *token_server.issued)
 
 
+def test_token_concurrent_readers(content, token_server, token_registry, mount_factory,
+                                  tmp_path):
+    """Readers in many threads of a cold mount: one token request for the scope
+    (the kernel serializes most of the first lookups; client.c's single flight
+    per scope covers the rest)."""
+    import threading
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    p = pushed["demo/hello:1.0"]
+    go = threading.Barrier(8)
+    errors = []
+
+    def reader(i):
+        try:
+            go.wait(10)
+            d = art(m, reg.host, "demo/hello", ("1.0", "latest")[i % 2])
+            b = ([p.config] + p.layers)[i % 3]
+            assert read(os.path.join(d, "blobs", "sha256", b.hex)) == b.data
+        except Exception as e:     # reported below, in the main thread
+            errors.append(e)
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(scope_requests(token_server, "demo/hello")) == 1, token_server.requests
+
+
 def test_token_expiry(content, token_server, token_registry, mount_factory, tmp_path):
     _, pushed = content
     reg = token_registry
