@@ -148,6 +148,10 @@ def htpasswd(tmp_path):
 
 @pytest.fixture
 def token_server(tmp_path):
+    pytest.importorskip("jwt", reason="python3-jwt is not installed")
+    pytest.importorskip("cryptography", reason="python3-cryptography is not installed")
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
     ts = TokenServer(tmp_path / "ts", service=SERVICE,
                      users={USER: PASSWORD},
                      refresh_tokens={"refresh-Alice-5f2e9c": USER},
