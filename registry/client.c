@@ -40,7 +40,7 @@ struct host {
 	struct host *next;
 	char *name;		/* "host[:port]" as in the URL */
 	bool insecure;		/* -o insecure: TLS unverified, HTTP fallback */
-	bool loopback;		/* HTTP fallback, TLS verified */
+	bool loopback;		/* plain HTTP first, then TLS (verified) */
 	enum scheme scheme;	/* regclient.lock */
 	char *ca;		/* PEM: -o cafile and certs.d CAs, or NULL */
 	size_t ca_len;
@@ -762,6 +762,15 @@ static void backoff(unsigned attempt, long retry_after)
 
 /* TLS for @host: verified against the system CAs plus its own, or not at
  * all for -o insecure hosts. */
+/* Loopback registries are plain HTTP nearly always (DESIGN): ask in plain
+ * HTTP first there; elsewhere (-o insecure) TLS comes first. */
+static bool plain_first(const struct host *h, enum scheme scheme)
+{
+	if (scheme != SCHEME_UNKNOWN)
+		return scheme == SCHEME_HTTP;
+	return h->loopback && !h->insecure;
+}
+
 static void tls_setup(CURL *h, const struct host *host)
 {
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, host->insecure ? 0L : 1L);
@@ -915,7 +924,7 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 		url = NULL;
 		ret = -ENOMEM;
 		if (rq->url ? !(url = strdup(rq->url)) :
-			      asprintf(&url, "%s://%s%s", scheme == SCHEME_HTTP ? "http" : "https",
+			      asprintf(&url, "%s://%s%s", plain_first(host, scheme) ? "http" : "https",
 				       authority, rq->path) < 0) {
 			url = NULL;
 			break;
@@ -950,7 +959,21 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 		 * handshake that failed without a TLS alert from the server
 		 * ("wrong version number": it answered in plain HTTP) means
 		 * plain HTTP, for this host, from now on. */
-		if (scheme == SCHEME_UNKNOWN && !rq->url) {
+		if (scheme == SCHEME_UNKNOWN && !rq->url && plain_first(host, scheme)) {
+			/* A TLS server asked in plain HTTP hangs up or says 400
+			 * "... HTTPS ..." (Go, nginx): use TLS from now on. */
+			bool tls = cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR ||
+				   (cc == CURLE_OK && x->status == 400 && x->buf &&
+				    strcasestr(x->buf, "https"));
+			pthread_mutex_lock(&rc->lock);
+			if (tls)
+				host->scheme = SCHEME_HTTPS;
+			else if (x->status > 0)
+				host->scheme = SCHEME_HTTP;
+			pthread_mutex_unlock(&rc->lock);
+			if (tls)
+				continue;
+		} else if (scheme == SCHEME_UNKNOWN && !rq->url) {
 			bool plain = cc == CURLE_SSL_CONNECT_ERROR && !strstr(errbuf, "alert");
 			pthread_mutex_lock(&rc->lock);
 			if (plain)
