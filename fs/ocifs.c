@@ -241,6 +241,8 @@ static int oc_read(const char *path, char *buf, size_t size, off_t off,
 
 	(void)path;
 	n = pread(file_of(fi)->fd, buf, size, off);
+	if (n > 0)
+		tree_count_read(tree, (size_t)n);
 	return n < 0 ? -errno : (int)n;
 }
 
@@ -254,6 +256,7 @@ static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (!v)
 		return -ENOMEM;
 	*v = FUSE_BUFVEC_INIT(size);
+	tree_count_read(tree, size);
 	v->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	v->buf[0].fd = file_of(fi)->fd;
 	v->buf[0].pos = off;
@@ -449,7 +452,17 @@ static int root_of(const char *src, char *out, size_t len)
 			why ? why : strerror(-ret));
 		return ret;
 	}
-	snprintf(out, len, "/%s/%s/%s", r.registry, r.repository, r.digest ? r.digest : r.tag);
+	/* "/reg/a/.b/.c/ref": ".name" is always a repository component, so a
+	 * tag "b" of "a" cannot take the reference's path elsewhere. */
+	size_t off = (size_t)snprintf(out, len, "/%s", r.registry);
+	for (const char *c = r.repository; *c && off < len;) {
+		size_t n = strcspn(c, "/");
+		off += (size_t)snprintf(out + off, len - off, "/%s%.*s", c == r.repository ? "" : ".",
+					(int)n, c);
+		c += n + (c[n] == '/');
+	}
+	if (off < len)
+		snprintf(out + off, len - off, "/%s", r.digest ? r.digest : r.tag);
 	ref_release(&r);
 	return 0;
 }
@@ -704,7 +717,11 @@ int main(int argc, char *argv[])
 	}
 
 	/* Read-only at the kernel too: writes fail with EROFS before us. */
-	fuse_opt_add_arg(&args, "-oro,default_permissions,fsname=ocifs,subtype=ocifs");
+	/* The source shows in mount(8) and df, like sshfs's host:path. */
+	char fsopt[600];
+	snprintf(fsopt, sizeof(fsopt), "-oro,default_permissions,subtype=ocifs,fsname=%s",
+		 o.n_args == 2 && !strpbrk(o.args[0], ",\\") ? o.args[0] : "ocifs");
+	fuse_opt_add_arg(&args, fsopt);
 	fuse = fuse_new(&args, &oc_ops, sizeof(oc_ops), NULL);
 	if (!fuse)
 		goto out_tree;

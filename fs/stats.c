@@ -32,7 +32,7 @@ struct stats {
 	pthread_mutex_t lock;
 	uint64_t requests, manifest_requests, blob_requests, list_requests, failed_requests;
 	uint64_t cache_hits, cache_misses;
-	uint64_t bytes_fetched, bytes_saved, downloads, downloads_failed;
+	uint64_t bytes_fetched, bytes_saved, bytes_served, downloads, downloads_failed;
 	double download_seconds;
 	struct host_count hosts[HOSTS_MAX];
 	size_t n_hosts;
@@ -113,6 +113,13 @@ void stats_open(struct stats *s, bool hit)
 		s->cache_hits++;
 	else
 		s->cache_misses++;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void stats_served(struct stats *s, uint64_t bytes)
+{
+	pthread_mutex_lock(&s->lock);
+	s->bytes_served += bytes;
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -259,11 +266,13 @@ int stats_json(struct stats *s, char **out, size_t *len)
 	    (unsigned long long)s->blob_requests, (unsigned long long)s->list_requests,
 	    (unsigned long long)s->failed_requests);
 	put(&o, "  \"cache_hits\": %llu,\n  \"cache_misses\": %llu,\n"
-		"  \"bytes_fetched\": %llu,\n  \"bytes_saved_by_platform\": %llu,\n"
+		"  \"bytes_fetched\": %llu,\n  \"bytes_served_from_cache\": %llu,\n"
+		"  \"bytes_saved_by_platform\": %llu,\n"
 		"  \"downloads\": %llu,\n  \"downloads_failed\": %llu,\n"
 		"  \"download_seconds\": %.3f,\n",
 	    (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses,
-	    (unsigned long long)s->bytes_fetched, (unsigned long long)s->bytes_saved,
+	    (unsigned long long)s->bytes_fetched, (unsigned long long)s->bytes_served,
+	    (unsigned long long)s->bytes_saved,
 	    (unsigned long long)s->downloads, (unsigned long long)s->downloads_failed,
 	    s->download_seconds);
 	put(&o, "  \"hosts\": {");

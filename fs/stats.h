@@ -22,6 +22,9 @@ void stats_request(struct stats *s, const char *url, long status, double seconds
 /* Opens of cached files: a hit when no download was needed. */
 void stats_open(struct stats *s, bool hit);
 
+/* Bytes served to readers from the cache. */
+void stats_served(struct stats *s, uint64_t bytes);
+
 /* Bytes of other platforms' layers that an artifact did not need. */
 void stats_saved(struct stats *s, uint64_t bytes);
 

@@ -66,6 +66,9 @@ struct tree_file {
 int tree_open(struct tree *t, const char *path, struct tree_file *out);
 void tree_release(struct tree *t, struct tree_file *f);
 
+/* Count @bytes handed to the kernel from the cache (stats). */
+void tree_count_read(struct tree *t, size_t bytes);
+
 /* Resolve the mount's root now (reference mounts check their reference
  * at start). 0 or -errno. */
 int tree_check_root(struct tree *t);
