@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "platform.h"
+#include "mirror.h"
 #include "ref.h"
 #include "tree.h"
 #include "blobcache.h"
@@ -45,11 +46,16 @@ struct options {
 	size_t n_registries;
 	char **insecure;	/* NULL-terminated, owned */
 	size_t n_insecure;
+	char **mirrors;		/* NULL-terminated "ORIGIN=URL", owned */
+	size_t n_mirrors;
+	char *mirror_tags;
+	unsigned mirror_backoff;
+	char *mirrors_conf;
 	char *args[2];		/* positional: [SOURCE] MOUNTPOINT */
 	size_t n_args;
 };
 
-enum { KEY_REGISTRY, KEY_INSECURE, KEY_DEBUG };
+enum { KEY_REGISTRY, KEY_INSECURE, KEY_MIRROR, KEY_DEBUG };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -73,6 +79,10 @@ static const struct fuse_opt option_spec[] = {
 	OPT("--version", show_version),
 	FUSE_OPT_KEY("registry=%s", KEY_REGISTRY),
 	FUSE_OPT_KEY("insecure=%s", KEY_INSECURE),
+	FUSE_OPT_KEY("mirror=%s", KEY_MIRROR),
+	OPT("mirror_tags=%s", mirror_tags),
+	OPT("mirror_backoff=%u", mirror_backoff),
+	OPT("mirrors_conf=%s", mirrors_conf),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_END
@@ -106,6 +116,8 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 		return push(&o->registries, &o->n_registries, strchr(arg, '=') + 1);
 	case KEY_INSECURE:
 		return push(&o->insecure, &o->n_insecure, strchr(arg, '=') + 1);
+	case KEY_MIRROR:
+		return push(&o->mirrors, &o->n_mirrors, strchr(arg, '=') + 1);
 	case KEY_DEBUG:
 		o->debug = 1;
 		return 1;	/* keep it for libfuse too */
@@ -392,6 +404,14 @@ static void usage(const char *prog)
 	       "    -o timeout=SECONDS     connect and stall timeout (default 30)\n"
 	       "    -o retries=N           retries of 429/5xx/dropped requests in a row\n"
 	       "                           (default 3)\n"
+	       "    -o mirror=ORIGIN=URL   ask mirror URL ([http[s]://]host[:port]) before\n"
+	       "                           registry ORIGIN (repeatable, in order)\n"
+	       "    -o mirror_tags=origin|mirror\n"
+	       "                           where tags and listings come from (default origin)\n"
+	       "    -o mirror_backoff=SECONDS\n"
+	       "                           how long a failing mirror is skipped (default 30)\n"
+	       "    -o mirrors_conf=PATH   mirrors file (default ~/.config/ocifs/mirrors.conf\n"
+	       "                           and /etc/ocifs/mirrors.conf)\n"
 	       "    -o cafile=PATH         trust the CAs in PATH (PEM) besides the system's\n"
 	       "    -o authfile=PATH       read credentials only from PATH (docker\n"
 	       "                           config.json or podman auth.json format)\n"
@@ -547,6 +567,78 @@ static bool stale_mount(const char *mnt)
 	return true;
 }
 
+/* A mirrors file: "ORIGIN URL [URL...]" a line, '#' comments. Its
+ * entries follow those of -o mirror. A missing default file is fine. */
+static int read_mirrors_conf(struct options *o, const char *path, bool must_exist)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096];
+	int lineno = 0, ret = 0;
+
+	if (!f) {
+		if (!must_exist && errno == ENOENT)
+			return 0;
+		fprintf(stderr, "ocifs: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *save = NULL, *origin, *url;
+		lineno++;
+		*strchrnul(line, '#') = '\0';
+		origin = strtok_r(line, " \t\r\n", &save);
+		if (!origin)
+			continue;
+		if (!(url = strtok_r(NULL, " \t\r\n", &save))) {
+			fprintf(stderr, "ocifs: %s:%d: want ORIGIN URL [URL...]\n", path, lineno);
+			ret = -1;
+			break;
+		}
+		for (; url; url = strtok_r(NULL, " \t\r\n", &save)) {
+			char *spec;
+			if (asprintf(&spec, "%s=%s", origin, url) < 0 ||
+			    push(&o->mirrors, &o->n_mirrors, spec) < 0) {
+				ret = -1;
+				break;
+			}
+			free(spec);
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
+/* -o mirror entries and the mirrors files, checked. 0 or -1. */
+static int setup_mirrors(struct options *o)
+{
+	const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	const char *why = NULL;
+	char user[4096] = "";
+
+	if (o->mirrors_conf) {
+		if (read_mirrors_conf(o, o->mirrors_conf, true) < 0)
+			return -1;
+	} else {
+		if (x && *x == '/')
+			snprintf(user, sizeof(user), "%s/ocifs/mirrors.conf", x);
+		else if (home && *home)
+			snprintf(user, sizeof(user), "%s/.config/ocifs/mirrors.conf", home);
+		if ((user[0] && read_mirrors_conf(o, user, false) < 0) ||
+		    read_mirrors_conf(o, "/etc/ocifs/mirrors.conf", false) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < o->n_mirrors; i++) {
+		if (mirror_spec_check(o->mirrors[i], &why) < 0) {
+			fprintf(stderr, "ocifs: mirror '%s': %s\n", o->mirrors[i], why);
+			return -1;
+		}
+	}
+	if (o->mirror_tags && strcmp(o->mirror_tags, "origin") && strcmp(o->mirror_tags, "mirror")) {
+		fprintf(stderr, "ocifs: -o mirror_tags=%s: want origin or mirror\n", o->mirror_tags);
+		return -1;
+	}
+	return 0;
+}
+
 static char *default_cache(void)
 {
 	const char *x = getenv("XDG_CACHE_HOME");
@@ -660,6 +752,11 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
+	if (setup_mirrors(&o) < 0) {
+		ret = 1;
+		goto out_args;
+	}
+
 	/* Checked now for a clear message; the credentials file is re-read
 	 * at each challenge, after fuse_daemonize() moved us to /. */
 	if (o.cafile && access(o.cafile, R_OK) != 0) {
@@ -693,6 +790,9 @@ int main(int argc, char *argv[])
 		.platform = plat,
 		.limits = lim,
 		.cache_max = (uint64_t)cache_max,
+		.mirrors = (const char *const *)o.mirrors,
+		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
+		.mirror_backoff = o.mirror_backoff,
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
@@ -763,6 +863,11 @@ out_args:
 		free(o.registries[i]);
 	for (size_t i = 0; i < o.n_insecure; i++)
 		free(o.insecure[i]);
+	for (size_t i = 0; i < o.n_mirrors; i++)
+		free(o.mirrors[i]);
+	free(o.mirrors);
+	free(o.mirror_tags);
+	free(o.mirrors_conf);
 	free(o.registries);
 	free(o.insecure);
 	free(o.cache);

@@ -94,6 +94,9 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 		.insecure = o->insecure,
 		.cafile = o->cafile,
 		.authfile = o->authfile,
+		.mirrors = o->mirrors,
+		.mirror_tags = o->mirror_tags,
+		.mirror_backoff = o->mirror_backoff,
 		.timeout = o->timeout,
 		.retries = o->retries,
 		.trace = trace,
@@ -804,6 +807,7 @@ struct fetch_ctx {
 	uint64_t size;
 	bool is_manifest;
 	bool fetched;		/* set when a download happened */
+	unsigned skip;		/* sources that sent wrong bytes */
 	/* Between the registry and the cache's sink: counts progress. */
 	reg_sink_fn sink;
 	void *sink_arg;
@@ -818,14 +822,18 @@ static int counting_sink(void *arg, const void *data, size_t len)
 	return f->sink(f->sink_arg, data, len);
 }
 
-static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
+static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 {
 	struct fetch_ctx *f = arg;
+	unsigned source = 0;
 	struct reg_error err;
 	char what[1600];
 	int ret;
 
 	f->fetched = true;
+	if (f->skip)
+		log_msg(LOG_WARNING, "%s/%s@%s: a mirror sent bytes that do not match; asking "
+			"the next source", f->reg, f->repo, f->digest);
 	f->sink = sink;
 	f->sink_arg = sink_arg;
 	snprintf(what, sizeof(what), "%s/%s@%s", f->reg, f->repo, f->digest);
@@ -839,7 +847,14 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg)
 		}
 	} else {
 		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, counting_sink, f,
-					 &err);
+					 f->skip, &source, &err);
+		/* A mirror's bytes that prove wrong: the next source is asked. */
+		if (source < regclient_mirror_count(f->t->rc, f->reg)) {
+			f->skip = source + 1;
+			*retry = true;
+			if (ret == -EBADMSG || ret == 0)
+				log_msg(LOG_DEBUG, "%s: from mirror %u", what, source);
+		}
 	}
 	stats_download_end(f->t->stats, f->progress, ret);
 	f->progress = NULL;

@@ -29,6 +29,9 @@ struct tree_opts {
 	const char *const *insecure;	/* NULL-terminated */
 	const char *cafile;		/* extra trusted CAs (PEM), or NULL */
 	const char *authfile;		/* the only credentials file, or NULL */
+	const char *const *mirrors;	/* "ORIGIN=URL", NULL-terminated, or NULL */
+	bool mirror_tags;		/* tags and listings from mirrors too */
+	unsigned mirror_backoff;	/* seconds */
 	long timeout;			/* seconds */
 	unsigned retries;
 	unsigned page_size;		/* listing page size asked for */

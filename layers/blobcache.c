@@ -509,21 +509,36 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 		ret = -ENOMEM;
 		goto out_unlink;
 	}
-	dl_start(&d);
-	ret = fetch(arg, dl_sink, &d);
-	if (dl_finish(&d) < 0 && ret == 0)
-		ret = -EBADMSG;
+	for (;;) {
+		bool retry = false;
+
+		dl_start(&d);
+		ret = fetch(arg, dl_sink, &d, &retry);
+		if (dl_finish(&d) < 0 && ret == 0)
+			ret = -EBADMSG;
+		if (ret == 0 && (d.got != size || EVP_DigestFinal_ex(d.md, md, &mdlen) != 1))
+			ret = -EBADMSG;
+		if (ret == 0) {
+			hex_encode(md, hex);
+			if (strcmp(hex, hex_of(digest)) != 0)
+				ret = -EBADMSG;
+		}
+		if (ret != -EBADMSG || !retry)
+			break;
+		/* Wrong bytes from one source (a mirror): start over with the next. */
+		d.got = 0;
+		d.hashed = 0;
+		d.gen = 0;
+		d.writing_done = false;
+		d.hash_err = 0;
+		if (ftruncate(tfd, 0) < 0 || lseek(tfd, 0, SEEK_SET) < 0 ||
+		    EVP_DigestInit_ex(d.md, EVP_sha256(), NULL) != 1) {
+			ret = -EIO;
+			break;
+		}
+	}
 	if (ret < 0)
 		goto out_unlink;
-	if (d.got != size || EVP_DigestFinal_ex(d.md, md, &mdlen) != 1) {
-		ret = -EBADMSG;
-		goto out_unlink;
-	}
-	hex_encode(md, hex);
-	if (strcmp(hex, hex_of(digest)) != 0) {
-		ret = -EBADMSG;
-		goto out_unlink;
-	}
 	final_path(digest, path);
 	if (renameat(bc->root_fd, tmp, bc->root_fd, path) < 0) {
 		ret = -errno;
@@ -647,10 +662,11 @@ struct membuf {
 	size_t len;
 };
 
-static int membuf_fetch(void *arg, reg_sink_fn sink, void *sink_arg)
+static int membuf_fetch(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 {
 	struct membuf *m = arg;
 
+	(void)retry;
 	return sink(sink_arg, m->p, m->len);
 }
 

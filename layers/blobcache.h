@@ -12,6 +12,7 @@
 #ifndef OCIFS_BLOBCACHE_H
 #define OCIFS_BLOBCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -31,8 +32,10 @@ struct blobcache;
 int blobcache_new(const char *root, unsigned flags, struct blobcache **out);
 void blobcache_free(struct blobcache *bc);
 
-/* Produces the blob's bytes by calling @sink; returns 0 or -errno. */
-typedef int (*blobcache_fetch_fn)(void *arg, reg_sink_fn sink, void *sink_arg);
+/* Produces the blob's bytes by calling @sink; returns 0 or -errno. Sets
+ * *retry when another source could be asked should these bytes prove
+ * wrong: the cache then starts over and calls it again. */
+typedef int (*blobcache_fetch_fn)(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry);
 
 /* Open @digest ("sha256:<hex>") read-only, downloading it with @fetch when
  * absent. @size is the expected size from the descriptor. Returns an fd

@@ -2,6 +2,7 @@
 #include "client.h"
 #include "auth.h"
 #include "manifest.h"
+#include "mirror.h"
 #include "ref.h"
 
 #include <ctype.h>
@@ -67,6 +68,8 @@ struct regclient {
 	char *authfile;
 	long timeout;
 	unsigned retries;
+	struct mirrors *mirrors;	/* NULL: none */
+	bool mirror_tags;		/* tags and listings from mirrors too */
 	unsigned page_size;
 	void (*trace)(void *, const char *, const char *, long, double);
 	void *trace_arg;
@@ -331,6 +334,10 @@ struct regclient *regclient_new(const struct regclient_opts *o)
 	/* Read now: the daemon may chdir or lose access later. */
 	if (o->cafile && append_file(o->cafile, &rc->ca, &rc->ca_len) < 0)
 		goto out_free;
+	const char *why = NULL;
+	if (mirrors_new(o->mirrors, o->mirror_backoff, &rc->mirrors, &why) < 0)
+		goto out_free;
+	rc->mirror_tags = o->mirror_tags;
 	if (o->authfile && !(rc->authfile = strdup(o->authfile)))
 		goto out_free;
 	rc->share = curl_share_init();
@@ -342,6 +349,13 @@ struct regclient *regclient_new(const struct regclient_opts *o)
 	curl_share_setopt(rc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 	curl_share_setopt(rc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
 	curl_share_setopt(rc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	/* A mirror given as http:// or https:// is asked that way only. */
+	struct mirror_ep ep;
+	for (size_t i = 0; mirrors_each(rc->mirrors, i, &ep); i++) {
+		struct host *mh = (ep.plain || ep.tls) ? host_get(rc, ep.authority, NULL) : NULL;
+		if (mh)
+			mh->scheme = ep.plain ? SCHEME_HTTP : SCHEME_HTTPS;
+	}
 	return rc;
 out_free:
 	regclient_free(rc);
@@ -362,6 +376,7 @@ void regclient_free(struct regclient *rc)
 		return;
 	if (rc->share)
 		curl_share_cleanup(rc->share);
+	mirrors_free(rc->mirrors);
 	for (size_t i = 0; rc->insecure && rc->insecure[i]; i++)
 		free(rc->insecure[i]);
 	free(rc->insecure);
@@ -526,6 +541,7 @@ struct req {
 	const char *auth;	/* a fixed Authorization value (token requests) */
 	const char *body;	/* POST form body */
 	bool stream;		/* 2xx body to the sink, resumable */
+	bool no_retry;		/* a mirror: fail over instead */
 };
 
 /* One exchange's state, shared by curl's callbacks. */
@@ -1054,8 +1070,8 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 			if (!retryable_status(x->status))
 				break;
 		}
-		if (failures >= rc->retries) {
-			if (rc->retries)
+		if (rq->no_retry || failures >= rc->retries) {
+			if (rc->retries && !rq->no_retry)
 				snprintf(err->message + strlen(err->message),
 					 sizeof(err->message) - strlen(err->message),
 					 " (gave up after %u retries)", rc->retries);
@@ -1405,6 +1421,54 @@ static char *pull_scope(const char *name)
 	return asprintf(&s, "repository:%s:pull", name) < 0 ? NULL : s;
 }
 
+/* @rq through the mirrors of its registry, in order, then the registry
+ * itself. Sources before @skip are passed over; *source (may be NULL)
+ * tells which one answered: 0.. for mirrors, and the count of mirrors for
+ * the origin. A mirror that errs is skipped for its back-off; one that
+ * says 404 or 401/403 just passes the request on. Mirrors get no
+ * retries, and never the origin's credentials: they are asked under
+ * their own name. */
+static int do_routed(struct regclient *rc, const struct req *rq, bool mirrored, unsigned skip,
+		     unsigned *source, struct xfer *x, struct reg_error *err)
+{
+	struct mirror_ep ep[MIRRORS_MAX];
+	size_t n = mirrored ? mirrors_for(rc->mirrors, rq->registry, ep) : 0;
+	int ret;
+
+	for (size_t i = skip; i < n; i++) {
+		struct req mrq = *rq;
+		mrq.registry = ep[i].authority;
+		mrq.no_retry = true;
+		ret = do_request(rc, &mrq, x, err);
+		if (ret == 0) {
+			if (source)
+				*source = (unsigned)i;
+			return 0;
+		}
+		if (ret == -EBADMSG || (x->sink_err && ret == x->sink_err))
+			return ret;	/* ours, not the mirror's */
+		if (ret != -ENOENT && ret != -EACCES)
+			mirrors_failed(rc->mirrors, ep[i].authority);
+		xfer_reset(x);
+	}
+	if (source)
+		*source = (unsigned)n;
+	return do_request(rc, rq, x, err);
+}
+
+unsigned regclient_mirror_count(struct regclient *rc, const char *registry)
+{
+	struct mirror_ep ep[MIRRORS_MAX];
+
+	return (unsigned)mirrors_for(rc->mirrors, registry, ep);
+}
+
+/* A reference is content-addressed when it is a digest. */
+static bool is_digest(const char *reference)
+{
+	return !strncmp(reference, "sha256:", 7);
+}
+
 int regclient_get_manifest(struct regclient *rc, const char *registry, const char *repo,
 			   const char *reference, struct reg_manifest *out,
 			   struct reg_error *err)
@@ -1421,7 +1485,7 @@ int regclient_get_manifest(struct regclient *rc, const char *registry, const cha
 	}
 	struct req rq = { .registry = registry, .repo = name, .scope = scope, .path = path,
 			  .accept = MANIFEST_ACCEPT };
-	ret = do_request(rc, &rq, &x, err);
+	ret = do_routed(rc, &rq, is_digest(reference) || rc->mirror_tags, 0, NULL, &x, err);
 	if (ret < 0)
 		goto out_free;
 	out->body = x.buf ? x.buf : strdup("");
@@ -1485,7 +1549,7 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 		json_t *root, *arr;
 		size_t count;
 
-		ret = do_request(rc, &rq, &x, err);
+		ret = do_routed(rc, &rq, rc->mirror_tags, 0, NULL, &x, err);
 		if (ret < 0)
 			goto out_free;
 		root = json_loadb(x.buf ? x.buf : "", x.len, 0, NULL);
@@ -1554,8 +1618,8 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, struct st
 }
 
 int regclient_get_blob(struct regclient *rc, const char *registry, const char *repo,
-		       const char *digest, reg_sink_fn sink, void *sink_arg,
-		       struct reg_error *err)
+		       const char *digest, reg_sink_fn sink, void *sink_arg, unsigned skip,
+		       unsigned *source, struct reg_error *err)
 {
 	struct xfer x = { .sink = sink, .sink_arg = sink_arg };
 	char *name = NULL, *scope = NULL, *path = NULL;
@@ -1566,7 +1630,7 @@ int regclient_get_blob(struct regclient *rc, const char *registry, const char *r
 	if (scope && asprintf(&path, "/v2/%s/blobs/%s", name, digest) >= 0) {
 		struct req rq = { .registry = registry, .repo = name, .scope = scope,
 				  .path = path, .stream = true };
-		ret = do_request(rc, &rq, &x, err);
+		ret = do_routed(rc, &rq, true, skip, source, &x, err);
 	} else {
 		path = NULL;
 	}

@@ -29,6 +29,7 @@
 #ifndef OCIFS_CLIENT_H
 #define OCIFS_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -55,6 +56,13 @@ struct regclient_opts {
 	unsigned retries;		/* extra attempts for 429/5xx/dropped links
 					 * in a row; a resumed download that made
 					 * progress starts counting again */
+	/* NULL-terminated "ORIGIN=URL" mirrors (see mirror.h), tried in
+	 * order before the origin for content-addressed requests (blobs,
+	 * manifests by digest), and for tags and listings too when
+	 * @mirror_tags. A failing mirror is skipped for @mirror_backoff s. */
+	const char *const *mirrors;
+	bool mirror_tags;
+	long mirror_backoff;
 	/* Called after each HTTP exchange when set (debug log); never sees
 	 * credentials. */
 	void (*trace)(void *arg, const char *method, const char *url,
@@ -106,11 +114,19 @@ int regclient_list_catalog(struct regclient *rc, const char *registry,
  * 0 or -errno to abort. */
 typedef int (*reg_sink_fn)(void *arg, const void *data, size_t len);
 
-/* GET /v2/<repo>/blobs/<digest>, following redirects, streaming to @sink.
- * The caller verifies the digest. */
+/* GET /v2/<repo>/blobs/<digest>, from the registry's mirrors first (see
+ * regclient_opts), following redirects, streaming to @sink. The caller
+ * verifies the digest; when the bytes were wrong it may ask again with
+ * @skip = *source + 1 to pass over the source that sent them. *source
+ * (may be NULL) is the mirror's index, or the mirror count for the
+ * origin; regclient_mirror_count() tells that count. */
 int regclient_get_blob(struct regclient *rc, const char *registry,
 		       const char *repo, const char *digest, reg_sink_fn sink,
-		       void *sink_arg, struct reg_error *err);
+		       void *sink_arg, unsigned skip, unsigned *source,
+		       struct reg_error *err);
+
+/* How many mirrors @registry has now (back-off aside). */
+unsigned regclient_mirror_count(struct regclient *rc, const char *registry);
 
 /* The errno for an HTTP status and registry error code. */
 int reg_errno(long status, const char *code);

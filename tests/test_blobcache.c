@@ -31,11 +31,12 @@ struct src {
 	size_t chunk;	/* bytes per sink call, 3 when 0 */
 };
 
-static int fetch(void *arg, reg_sink_fn sink, void *sink_arg)
+static int fetch(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 {
 	struct src *s = arg;
 	int ret;
 
+	(void)retry;
 	__atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST);
 	usleep(20000);	/* widen the window for concurrent opens */
 	if (s->fail_first) {
