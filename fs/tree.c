@@ -47,6 +47,17 @@ struct tagent {
 	time_t at;
 };
 
+/* A registry that stopped answering (refused, unreachable, timed out):
+ * until @until it is not asked again, so that stale answers and cached
+ * blobs are served at once instead of after a timeout per FUSE call. */
+struct regstate {
+	struct regstate *next;
+	char name[256];
+	time_t until;
+	int err;
+	char message[512];	/* reg_error.message */
+};
+
 /* A catalog (repo NULL) or tag list, with the error it gave. */
 struct listent {
 	struct listent *next;
@@ -67,6 +78,8 @@ struct tree {
 	time_t started;
 	pthread_mutex_t lock;
 	struct strlist registries;	/* lock */
+	struct regstate *down;		/* lock: registries not answering */
+	long down_window;		/* seconds a silent registry is not asked */
 	struct artifact *arts;		/* lock: list head; artifacts immutable */
 	struct tagent *tags;		/* lock */
 	struct listent *lists;		/* lock */
@@ -125,6 +138,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 		regclient_set_page_size(t->rc, o->page_size);
 	blobcache_set_max(t->bc, o->cache_max);
 	t->tag_ttl = o->tag_ttl;
+	t->down_window = o->timeout < 1 ? 1 : o->timeout > 10 ? 10 : o->timeout;
 	t->platform = o->platform;
 	t->limits = o->limits;
 	t->started = time(NULL);
@@ -182,6 +196,11 @@ void tree_free(struct tree *t)
 		free(e->repo);
 		strlist_release(&e->l);
 		free(e);
+	}
+	while (t->down) {
+		struct regstate *r = t->down;
+		t->down = r->next;
+		free(r);
 	}
 	strlist_release(&t->registries);
 	regclient_free(t->rc);
@@ -251,6 +270,56 @@ static struct artifact *artifact_find(struct tree *t, const char *reg, const cha
 	return a;
 }
 
+/* May @reg be asked now? 0, or the error it gave when it went silent
+ * (with @err saying so). Registries with mirrors are always asked: the
+ * mirrors may answer. */
+static int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
+{
+	int ret = 0;
+
+	if (regclient_mirror_count(t->rc, reg))
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	for (struct regstate *r = t->down; r; r = r->next) {
+		if (strcmp(r->name, reg) || r->until <= now())
+			continue;
+		memset(err, 0, sizeof(*err));
+		snprintf(err->message, sizeof(err->message), "%.400s; not asked again for %lds",
+			 r->message, (long)(r->until - now()));
+		ret = r->err;
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+/* Note how @reg answered: a transport failure (no HTTP status) starts
+ * its silent period, anything else ends it. */
+static void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_error *err)
+{
+	bool silent = ret < 0 && err->status == 0 &&
+		      (ret == -EHOSTUNREACH || ret == -ETIMEDOUT || ret == -EIO);
+	struct regstate *r;
+
+	if (ret == -EBADMSG || regclient_mirror_count(t->rc, reg))
+		return;
+	pthread_mutex_lock(&t->lock);
+	for (r = t->down; r; r = r->next)
+		if (!strcmp(r->name, reg))
+			break;
+	if (!r && silent && (r = calloc(1, sizeof(*r)))) {
+		snprintf(r->name, sizeof(r->name), "%s", reg);
+		r->next = t->down;
+		t->down = r;
+	}
+	if (r) {
+		r->until = silent ? now() + t->down_window : 0;
+		r->err = ret;
+		snprintf(r->message, sizeof(r->message), "%s", err->message);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
 /* Manifest bytes for repo@digest, verified: from the cache, else from the
  * registry (and then cached). Caller frees *body and *ctype. */
 static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
@@ -265,7 +334,11 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, body, len) == 0)
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	ret = regclient_get_manifest(t->rc, reg, repo, digest, &rm, &err);
+	ret = reg_gate(t, reg, &err);
+	if (ret == 0) {
+		ret = regclient_get_manifest(t->rc, reg, repo, digest, &rm, &err);
+		reg_outcome(t, reg, ret, &err);
+	}
 	if (ret < 0) {
 		if (ret != -ENOENT)
 			log_reg_error(what, &err, ret);
@@ -468,7 +541,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	struct reg_error err;
 	struct tagent *e;
 	char what[1600], got[72], *stale = NULL;
-	int ret;
+	int ret, gated;
 
 	pthread_mutex_lock(&t->lock);
 	e = tag_find(t, reg, repo, tag);
@@ -489,7 +562,12 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	pthread_mutex_unlock(&t->lock);
 
 	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
-	ret = regclient_get_manifest(t->rc, reg, repo, tag, &rm, &err);
+	gated = reg_gate(t, reg, &err);
+	ret = gated;
+	if (ret == 0) {
+		ret = regclient_get_manifest(t->rc, reg, repo, tag, &rm, &err);
+		reg_outcome(t, reg, ret, &err);
+	}
 	if (ret == -ENOENT) {
 		*repo_exists = !strcmp(err.code, "MANIFEST_UNKNOWN");
 		tag_store(t, reg, repo, tag, NULL, *repo_exists);
@@ -499,8 +577,9 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	}
 	if (ret < 0) {
 		if (stale && ret != -EACCES) {
-			log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",
-				what, err.message, stale);
+			if (!gated)	/* said once per silent period */
+				log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",
+					what, err.message, stale);
 			ret = artifact_by_digest(t, reg, repo, stale, out);
 			ret = ret < 0 ? ret : 1;
 			goto out_free;
@@ -595,12 +674,18 @@ static int listing(struct tree *t, const char *reg, const char *repo, bool fetch
 	if (!fetch)
 		return -EAGAIN;
 
-	ret = repo ? regclient_list_tags(t->rc, reg, repo, &l, &err) :
-		     regclient_list_catalog(t->rc, reg, &l, &err);
+	int gated = reg_gate(t, reg, &err);
+	ret = gated;
+	if (ret == 0) {
+		ret = repo ? regclient_list_tags(t->rc, reg, repo, &l, &err) :
+			     regclient_list_catalog(t->rc, reg, &l, &err);
+		reg_outcome(t, reg, ret, &err);
+	}
 	if (ret < 0 && ret != -ENOENT && ret != -EACCES) {
 		/* Unreachable: the last listing seen beats an error. */
 		if (e) {
-			log_msg(LOG_WARNING, "%s%s%s: listing failed (%s); showing the last one",
+			if (!gated)
+				log_msg(LOG_WARNING, "%s%s%s: listing failed (%s); showing the last one",
 				reg, repo ? "/" : "", repo ? repo : "", err.message);
 			return listing(t, reg, repo, false, out);
 		}
@@ -838,9 +923,13 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 	f->sink_arg = sink_arg;
 	snprintf(what, sizeof(what), "%s/%s@%s", f->reg, f->repo, f->digest);
 	f->progress = stats_download_begin(f->t->stats, what, f->digest, f->size);
-	if (f->is_manifest) {
+	ret = reg_gate(f->t, f->reg, &err);
+	if (ret < 0) {
+		/* not asked: the registry is silent */
+	} else if (f->is_manifest) {
 		struct reg_manifest rm = { 0 };
 		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, &rm, &err);
+		reg_outcome(f->t, f->reg, ret, &err);
 		if (ret == 0) {
 			ret = counting_sink(f, rm.body, rm.len);
 			reg_manifest_release(&rm);
@@ -848,6 +937,7 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 	} else {
 		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, counting_sink, f,
 					 f->skip, &source, &err);
+		reg_outcome(f->t, f->reg, ret, &err);
 		/* A mirror's bytes that prove wrong: the next source is asked. */
 		if (source < regclient_mirror_count(f->t->rc, f->reg)) {
 			f->skip = source + 1;
