@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -230,14 +231,9 @@ static int oc_open(const char *path, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	f = malloc(sizeof(*f));
-	if (!f)
-		return -ENOMEM;
-	ret = tree_open(tree, path, f);
-	if (ret < 0) {
-		free(f);
+	ret = tree_open(tree, path, &f);
+	if (ret < 0)
 		return ret;
-	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	if (f->direct)
 		fi->direct_io = 1;	/* generated: its size is known only now */
@@ -302,7 +298,6 @@ static int oc_release(const char *path, struct fuse_file_info *fi)
 
 	(void)path;
 	tree_release(tree, f);
-	free(f);
 	return 0;
 }
 
@@ -558,9 +553,11 @@ static int cache_command(const struct options *o, long long max_bytes)
  * clear it, instead of libfuse's bare error. */
 static bool stale_mount(const char *mnt)
 {
-	struct stat st;
+	struct statvfs sv;
 
-	if (stat(mnt, &st) == 0 || errno != ENOTCONN)
+	/* statfs always reaches the daemon; stat may be answered from the
+	 * kernel's attribute cache for a second after the daemon died. */
+	if (statvfs(mnt, &sv) == 0 || errno != ENOTCONN)
 		return false;
 	fprintf(stderr, "ocifs: %s: a previous mount there has died (transport endpoint is "
 		"not connected);\nunmount it first: fusermount3 -u %s\n", mnt, mnt);

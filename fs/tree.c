@@ -45,6 +45,7 @@ struct tagent {
 	char *digest;
 	bool repo_exists;	/* 404 said MANIFEST_UNKNOWN, not NAME_UNKNOWN */
 	time_t at;
+	time_t warned;		/* last "using cached" warning */
 };
 
 /* A registry that stopped answering (refused, unreachable, timed out):
@@ -79,6 +80,7 @@ struct tree {
 	pthread_mutex_t lock;
 	struct strlist registries;	/* lock */
 	struct regstate *down;		/* lock: registries not answering */
+	struct tree_file *files;	/* lock: open files */
 	long down_window;		/* seconds a silent registry is not asked */
 	struct artifact *arts;		/* lock: list head; artifacts immutable */
 	struct tagent *tags;		/* lock */
@@ -197,6 +199,8 @@ void tree_free(struct tree *t)
 		strlist_release(&e->l);
 		free(e);
 	}
+	while (t->files)
+		tree_release(t, t->files);
 	while (t->down) {
 		struct regstate *r = t->down;
 		t->down = r->next;
@@ -342,7 +346,7 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 	if (ret < 0) {
 		if (ret != -ENOENT)
 			log_reg_error(what, &err, ret);
-		return ret;
+		return ret == -EFBIG ? -EIO : ret;
 	}
 	blobcache_digest_of(rm.body, rm.len, got);
 	if (strcmp(got, digest) != 0) {
@@ -530,6 +534,23 @@ out:
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* Say "using cached" once per silent period and tag, not per FUSE call. */
+static bool stale_warning_due(struct tree *t, const char *reg, const char *repo,
+			      const char *tag)
+{
+	struct tagent *e;
+	bool due = false;
+
+	pthread_mutex_lock(&t->lock);
+	e = tag_find(t, reg, repo, tag);
+	if (e && now() - e->warned >= t->down_window) {
+		e->warned = now();
+		due = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return due;
+}
+
 /* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
  * says there is no such tag (*repo_exists tells whether the repository
  * is there), or -errno. A registry that cannot be reached is answered from
@@ -541,7 +562,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	struct reg_error err;
 	struct tagent *e;
 	char what[1600], got[72], *stale = NULL;
-	int ret, gated;
+	int ret;
 
 	pthread_mutex_lock(&t->lock);
 	e = tag_find(t, reg, repo, tag);
@@ -562,8 +583,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	pthread_mutex_unlock(&t->lock);
 
 	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
-	gated = reg_gate(t, reg, &err);
-	ret = gated;
+	ret = reg_gate(t, reg, &err);
 	if (ret == 0) {
 		ret = regclient_get_manifest(t->rc, reg, repo, tag, &rm, &err);
 		reg_outcome(t, reg, ret, &err);
@@ -577,7 +597,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	}
 	if (ret < 0) {
 		if (stale && ret != -EACCES) {
-			if (!gated)	/* said once per silent period */
+			if (stale_warning_due(t, reg, repo, tag))
 				log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",
 					what, err.message, stale);
 			ret = artifact_by_digest(t, reg, repo, stale, out);
@@ -585,6 +605,8 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 			goto out_free;
 		}
 		log_reg_error(what, &err, ret);
+		if (ret == -EFBIG)
+			ret = -EIO;	/* a manifest over 4 MiB: refused */
 		goto out_free;
 	}
 	blobcache_digest_of(rm.body, rm.len, got);
@@ -1499,36 +1521,52 @@ static int do_open(struct tree *t, struct target *g, struct tree_file *f)
 	return open_blob(t, g->r.art, e->digest, e->size, e->kind == AE_MANIFEST);
 }
 
-int tree_open(struct tree *t, const char *path, struct tree_file *f)
+int tree_open(struct tree *t, const char *path, struct tree_file **out)
 {
+	struct tree_file *f = calloc(1, sizeof(*f));
 	struct target *g;
 	int ret;
 
-	memset(f, 0, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
 	f->fd = -1;
 	ret = target_new(t, path, &g);
-	if (ret < 0)
-		return ret;
-	ret = do_open(t, g, f);
-	free(g);
+	if (ret == 0) {
+		ret = do_open(t, g, f);
+		free(g);
+	}
 	if (ret < 0) {
 		if (f->pin[0])
 			blobcache_unpin(t->bc, f->pin);
-		f->pin[0] = '\0';
+		free(f);
 		return ret;
 	}
 	f->fd = ret;
+	pthread_mutex_lock(&t->lock);
+	f->next = t->files;
+	if (t->files)
+		t->files->prev = f;
+	t->files = f;
+	pthread_mutex_unlock(&t->lock);
+	*out = f;
 	return 0;
 }
 
 void tree_release(struct tree *t, struct tree_file *f)
 {
+	pthread_mutex_lock(&t->lock);
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		t->files = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	pthread_mutex_unlock(&t->lock);
 	if (f->fd >= 0)
 		close(f->fd);
 	if (f->pin[0])
 		blobcache_unpin(t->bc, f->pin);
-	f->fd = -1;
-	f->pin[0] = '\0';
+	free(f);
 }
 
 int tree_check_root(struct tree *t)

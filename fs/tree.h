@@ -62,11 +62,14 @@ struct tree_file {
 	int fd;
 	bool direct;		/* size unknown up front (/.ocifs/stats) */
 	char pin[72];		/* digest pinned, "" if none */
+	struct tree_file *prev, *next;	/* tree.lock: the tree's open files */
 };
 
 /* Open the file at @path for reading, downloading and verifying first if
- * needed. 0 or -errno. */
-int tree_open(struct tree *t, const char *path, struct tree_file *out);
+ * needed. 0 and *out, or -errno. The tree owns the file: tree_release()
+ * frees it, and tree_free() frees any still open (a lazy unmount may end
+ * the daemon before every release arrives). */
+int tree_open(struct tree *t, const char *path, struct tree_file **out);
 void tree_release(struct tree *t, struct tree_file *f);
 
 /* Count @bytes handed to the kernel from the cache (stats). */

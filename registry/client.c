@@ -440,6 +440,7 @@ static int curl_errno(CURLcode c)
 	case CURLE_COULDNT_CONNECT:
 		return -EHOSTUNREACH;
 	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_ABORTED_BY_CALLBACK:	/* on_progress: stalled */
 		return -ETIMEDOUT;
 	default:
 		return -EIO;
@@ -562,7 +563,31 @@ struct xfer {
 	 * attempt (0: whole body), whether this response's body began. */
 	uint64_t delivered, resume_from;
 	bool body_started, range_bad, no_range, progress;
+	/* Stall detection (on_progress): bytes seen, and since when. */
+	curl_off_t seen;
+	struct timespec seen_at;
+	long stall_limit;	/* seconds */
 };
+
+/* curl's low-speed check averages over its window, so a transfer that
+ * stops after some bytes fails only seconds later: fail it once nothing
+ * arrived for the timeout, as the option promises. */
+static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct xfer *x = p;
+	struct timespec ts;
+
+	(void)dltotal;
+	(void)ultotal;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (dlnow != x->seen || ulnow) {
+		x->seen = dlnow;
+		x->seen_at = ts;
+		return 0;
+	}
+	return ts.tv_sec - x->seen_at.tv_sec > x->stall_limit;
+}
 
 /* Forget the last response (not what the sink holds). */
 static void xfer_reset(struct xfer *x)
@@ -754,7 +779,8 @@ static bool retryable_curl(CURLcode c)
 {
 	return c == CURLE_RECV_ERROR || c == CURLE_SEND_ERROR || c == CURLE_GOT_NOTHING ||
 	       c == CURLE_PARTIAL_FILE || c == CURLE_COULDNT_CONNECT ||
-	       c == CURLE_OPERATION_TIMEDOUT || c == CURLE_HTTP2 || c == CURLE_HTTP2_STREAM;
+	       c == CURLE_OPERATION_TIMEDOUT || c == CURLE_ABORTED_BY_CALLBACK ||
+	       c == CURLE_HTTP2 || c == CURLE_HTTP2_STREAM;
 }
 
 static void backoff(unsigned attempt, long retry_after)
@@ -912,6 +938,10 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 	/* A stalled transfer fails instead of hanging a FUSE call. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, rc->timeout);
+	x->stall_limit = rc->timeout;
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	if (!rq->stream)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, rc->timeout * 4);
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
@@ -964,6 +994,8 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 		errbuf[0] = '\0';
 		clock_gettime(CLOCK_MONOTONIC, &t0);
+		x->seen = 0;
+		x->seen_at = t0;
 		cc = curl_easy_perform(h);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
@@ -1034,6 +1066,9 @@ static int do_request(struct regclient *rc, const struct req *rq, struct xfer *x
 				snprintf(err->message, sizeof(err->message),
 					 "TLS certificate of %s not trusted (%s); see -o cafile= "
 					 "and -o insecure=", authority, errbuf[0] ? errbuf : "");
+			else if (cc == CURLE_ABORTED_BY_CALLBACK)
+				snprintf(err->message, sizeof(err->message),
+					 "no data for %ld s (stalled)", rc->timeout);
 			else
 				snprintf(err->message, sizeof(err->message), "%s",
 					 errbuf[0] ? errbuf : curl_easy_strerror(cc));

@@ -114,6 +114,15 @@ out_nomem:
 	return -ENOMEM;
 }
 
+/* The manifest types we parse (and ask for in Accept). */
+static bool known_type(const char *mt)
+{
+	return !strcmp(mt, "application/vnd.oci.image.manifest.v1+json") ||
+	       !strcmp(mt, "application/vnd.oci.image.index.v1+json") ||
+	       !strcmp(mt, "application/vnd.docker.distribution.manifest.v2+json") ||
+	       !strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json");
+}
+
 static bool is_index_type(const char *mt)
 {
 	return mt && (strcmp(mt, "application/vnd.oci.image.index.v1+json") == 0 ||
@@ -156,7 +165,11 @@ int manifest_parse(const void *buf, size_t len, const char *content_type,
 		goto out_free;
 	}
 	mt = json_string_value(json_object_get(root, "mediaType"));
-	if (!mt)
+	if (mt && !known_type(mt)) {
+		*why = "unsupported manifest mediaType";
+		goto out_free;
+	}
+	if (!mt && content_type && known_type(content_type))
 		mt = content_type;
 	if (!mt) {
 		/* OCI allows omitting mediaType: tell by shape. */

@@ -48,6 +48,7 @@ static const char *const malformed[] = {
 	"{\"schemaVersion\":2,\"config\":" DESC("x", H1, 1) "},\"layers\":[1]}",
 	"{\"schemaVersion\":2,\"schemaVersion\":2}",	/* duplicate keys */
 	"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":5}",
+	"{\"schemaVersion\":2,\"mediaType\":\"application/x-foo\",\"config\":" DESC("x", H1, 1) "},\"layers\":[]}",
 };
 
 int main(void)
