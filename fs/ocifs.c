@@ -600,6 +600,10 @@ static int read_mirrors_conf(struct options *o, const char *path, bool must_exis
 			free(spec);
 		}
 	}
+	if (ret == 0 && ferror(f)) {
+		fprintf(stderr, "ocifs: %s: %s\n", path, strerror(errno ? errno : EIO));
+		ret = -1;
+	}
 	fclose(f);
 	return ret;
 }

@@ -19,6 +19,7 @@
 #include "client.h"
 #include "log.h"
 #include "manifest.h"
+#include "mirror.h"
 #include "platform.h"
 #include "ref.h"
 #include "stats.h"
@@ -338,18 +339,27 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, body, len) == 0)
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	ret = reg_gate(t, reg, &err);
-	if (ret == 0) {
-		ret = regclient_get_manifest(t->rc, reg, repo, digest, &rm, &err);
-		reg_outcome(t, reg, ret, &err);
-	}
-	if (ret < 0) {
-		if (ret != -ENOENT)
-			log_reg_error(what, &err, ret);
-		return ret == -EFBIG ? -EIO : ret;
-	}
-	blobcache_digest_of(rm.body, rm.len, got);
-	if (strcmp(got, digest) != 0) {
+	for (unsigned skip = 0, source = 0;; skip = source + 1) {
+		ret = reg_gate(t, reg, &err);
+		if (ret == 0) {
+			ret = regclient_get_manifest(t->rc, reg, repo, digest, skip, &source, &rm,
+						     &err);
+			reg_outcome(t, reg, ret, &err);
+		}
+		if (ret < 0) {
+			if (ret != -ENOENT)
+				log_reg_error(what, &err, ret);
+			return ret == -EFBIG ? -EIO : ret;
+		}
+		blobcache_digest_of(rm.body, rm.len, got);
+		if (!strcmp(got, digest))
+			break;
+		if (source < regclient_mirror_count(t->rc, reg) && skip < MIRRORS_MAX) {
+			log_msg(LOG_WARNING, "%s: a mirror sent a manifest that hashes to %s; asking "
+				"the next source", what, got);
+			reg_manifest_release(&rm);
+			continue;
+		}
 		log_msg(LOG_ERR, "%s: registry sent a manifest that hashes to %s; refused", what,
 			got);
 		ret = -EIO;
@@ -585,7 +595,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
 	ret = reg_gate(t, reg, &err);
 	if (ret == 0) {
-		ret = regclient_get_manifest(t->rc, reg, repo, tag, &rm, &err);
+		ret = regclient_get_manifest(t->rc, reg, repo, tag, 0, NULL, &rm, &err);
 		reg_outcome(t, reg, ret, &err);
 	}
 	if (ret == -ENOENT) {
@@ -950,11 +960,16 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 		/* not asked: the registry is silent */
 	} else if (f->is_manifest) {
 		struct reg_manifest rm = { 0 };
-		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, &rm, &err);
+		ret = regclient_get_manifest(f->t->rc, f->reg, f->repo, f->digest, f->skip,
+					     &source, &rm, &err);
 		reg_outcome(f->t, f->reg, ret, &err);
 		if (ret == 0) {
 			ret = counting_sink(f, rm.body, rm.len);
 			reg_manifest_release(&rm);
+		}
+		if (source < regclient_mirror_count(f->t->rc, f->reg)) {
+			f->skip = source + 1;
+			*retry = true;
 		}
 	} else {
 		ret = regclient_get_blob(f->t->rc, f->reg, f->repo, f->digest, counting_sink, f,

@@ -267,6 +267,7 @@ void blobcache_digest_of(const void *buf, size_t len, char out[72])
 
 /* The download sink: bytes go to the temp file and the hash. */
 #define HASH_THREAD_MIN (4u << 20)	/* smaller blobs hash inline */
+#define FETCH_SOURCES_MAX 9	/* mirrors and origin asked for one blob */
 #define HASH_CHUNK (1u << 20)
 
 /* A download in progress: bytes go to the temp file; the hash is computed
@@ -509,7 +510,8 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 		ret = -ENOMEM;
 		goto out_unlink;
 	}
-	for (;;) {
+	/* Bounded: a source list is short, a broken one must not loop. */
+	for (int attempt = 0;; attempt++) {
 		bool retry = false;
 
 		dl_start(&d);
@@ -523,7 +525,7 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 			if (strcmp(hex, hex_of(digest)) != 0)
 				ret = -EBADMSG;
 		}
-		if (ret != -EBADMSG || !retry)
+		if (ret != -EBADMSG || !retry || attempt >= FETCH_SOURCES_MAX)
 			break;
 		/* Wrong bytes from one source (a mirror): start over with the next. */
 		d.got = 0;

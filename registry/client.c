@@ -1474,17 +1474,26 @@ static int do_routed(struct regclient *rc, const struct req *rq, bool mirrored, 
 		struct req mrq = *rq;
 		mrq.registry = ep[i].authority;
 		mrq.no_retry = true;
+		if (source)
+			*source = (unsigned)i;
 		ret = do_request(rc, &mrq, x, err);
-		if (ret == 0) {
-			if (source)
-				*source = (unsigned)i;
+		if (ret == 0)
 			return 0;
-		}
+		/* The sink refused the bytes (e.g. more than the descriptor):
+		 * the caller decides whether to ask the next source. */
 		if (ret == -EBADMSG || (x->sink_err && ret == x->sink_err))
-			return ret;	/* ours, not the mirror's */
+			return ret;
 		if (ret != -ENOENT && ret != -EACCES)
 			mirrors_failed(rc->mirrors, ep[i].authority);
 		xfer_reset(x);
+		/* What this mirror sent is not resumed elsewhere: if its bytes
+		 * were wrong, the whole would fail at the end. Start over. */
+		if (x->sink && x->delivered) {
+			x->delivered = 0;
+			ret = x->sink(x->sink_arg, NULL, 0);
+			if (ret < 0)
+				return ret;
+		}
 	}
 	if (source)
 		*source = (unsigned)n;
@@ -1505,8 +1514,8 @@ static bool is_digest(const char *reference)
 }
 
 int regclient_get_manifest(struct regclient *rc, const char *registry, const char *repo,
-			   const char *reference, struct reg_manifest *out,
-			   struct reg_error *err)
+			   const char *reference, unsigned skip, unsigned *source,
+			   struct reg_manifest *out, struct reg_error *err)
 {
 	struct xfer x = { .cap = MANIFEST_MAX_BYTES };
 	char *name = NULL, *scope = NULL, *path = NULL;
@@ -1520,7 +1529,7 @@ int regclient_get_manifest(struct regclient *rc, const char *registry, const cha
 	}
 	struct req rq = { .registry = registry, .repo = name, .scope = scope, .path = path,
 			  .accept = MANIFEST_ACCEPT };
-	ret = do_routed(rc, &rq, is_digest(reference) || rc->mirror_tags, 0, NULL, &x, err);
+	ret = do_routed(rc, &rq, is_digest(reference) || rc->mirror_tags, skip, source, &x, err);
 	if (ret < 0)
 		goto out_free;
 	out->body = x.buf ? x.buf : strdup("");

@@ -93,10 +93,13 @@ struct reg_manifest {
 void reg_manifest_release(struct reg_manifest *m);
 
 /* GET /v2/<repo>/manifests/<ref>. The body is capped at
- * MANIFEST_MAX_BYTES (-EFBIG beyond). */
+ * MANIFEST_MAX_BYTES (-EFBIG beyond). By digest (and by tag with
+ * mirror_tags) the mirrors are asked first; @skip and *source work as for
+ * regclient_get_blob(). */
 int regclient_get_manifest(struct regclient *rc, const char *registry,
-			   const char *repo, const char *reference,
-			   struct reg_manifest *out, struct reg_error *err);
+			   const char *repo, const char *reference, unsigned skip,
+			   unsigned *source, struct reg_manifest *out,
+			   struct reg_error *err);
 
 /* GET /v2/<repo>/tags/list, following pagination. */
 int regclient_list_tags(struct regclient *rc, const char *registry,
