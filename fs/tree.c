@@ -782,12 +782,35 @@ static int catalog_kind(struct tree *t, const char *reg, const char *name, bool 
 /* ---- resolution ---- */
 
 /* Worth asking for a manifest under @name? Not when a catalog we hold
- * says it is no repository: that saves a request per namespace level. */
+ * says it is a namespace only: that saves a request per namespace level.
+ * A name the catalog lacks is asked all the same: the catalog may predate
+ * it (or be a pull-through cache's partial one). */
 static bool is_repo_candidate(struct tree *t, const char *reg, const char *name)
 {
-	int k = catalog_kind(t, reg, name, false);
+	return catalog_kind(t, reg, name, false) != 2;
+}
 
-	return k < 0 || k == 1;
+/* catalog_kind() that, before saying "no such name", refreshes a catalog
+ * older than a second: a repository pushed since must not be ENOENT for
+ * the rest of tag_ttl. */
+static int catalog_kind_current(struct tree *t, const char *reg, const char *name)
+{
+	int ret = catalog_kind(t, reg, name, true);
+
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	for (struct listent *e = t->lists; e; e = e->next) {
+		if (strcmp(e->registry, reg) || e->repo)
+			continue;
+		if (now() - e->at >= 1) {
+			e->at = 0;	/* stale: the next listing() fetches */
+			ret = -EAGAIN;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret == -EAGAIN ? catalog_kind(t, reg, name, true) : 0;
 }
 
 enum rkind {
@@ -897,7 +920,9 @@ static int resolve(struct tree *t, const char *path, struct resolved *r)
 	join(r->name, sizeof(r->name), c, 1, n);
 	r->kind = R_NAMESPACE;
 	/* Depth 1 costs no request: a catalog seen already may say no. */
-	ret = catalog_kind(t, r->reg, r->name, n > 2);
+	ret = catalog_kind(t, r->reg, r->name, false);
+	if (n > 2 || ret == 0)	/* depth 1 fetches nothing, but rechecks a "no" */
+		ret = catalog_kind_current(t, r->reg, r->name);
 	if (ret == 0)
 		return denied ? denied : -ENOENT;
 	if (ret > 0 || n == 2)

@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
 
 import pytest
 
+from fixtures.cache import cache_blobs, sha256_file
 from fixtures.faultproxy import FaultProxy
 from fixtures.mount import fusermount_unmount, is_mounted
 from fixtures.push import (OCI_INDEX, OCI_MANIFEST, TITLE, Client,
@@ -50,7 +51,6 @@ from fixtures.registry import wait_for
 
 KiB = 1024
 MiB = 1024 * KiB
-HEX_RE = re.compile(r"[0-9a-f]{64}")
 UNREACHABLE = {errno.EHOSTUNREACH, errno.ETIMEDOUT, errno.EIO}
 BLOBS = r"/v2/.*/blobs/sha256:[0-9a-f]{64}"
 MANIFESTS = r"/v2/.*/manifests/.*"
@@ -65,12 +65,6 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def read(path):
@@ -117,23 +111,6 @@ def errno_of(fn, timeout=30, what="call"):
         return e.errno, time.monotonic() - t0
 
 
-def cache_blobs(cache):
-    """{hex: size} of <cache>/blobs/sha256; fails on any file that does not
-    hash to its name or does not belong there."""
-    root = os.path.join(str(cache), "blobs")
-    found, bad = {}, []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            if os.path.dirname(rel) != "sha256" or not HEX_RE.fullmatch(name):
-                bad.append("unexpected file blobs/%s" % rel)
-            elif sha256_file(p) != name:
-                bad.append("blobs/%s does not hash to its name" % rel)
-            else:
-                found[name] = os.path.getsize(p)
-    assert not bad, bad
-    return found
 
 
 def tmp_entries(cache):

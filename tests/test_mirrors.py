@@ -40,7 +40,6 @@ probe of ``o`` with tag ``app``.
 """
 
 import base64
-import hashlib
 import json
 import os
 import random
@@ -52,6 +51,7 @@ import time
 
 import pytest
 
+from fixtures.cache import cache_blobs, sha256_file
 from fixtures.faultproxy import FaultProxy
 from fixtures.mount import fusermount_unmount, is_mounted
 from fixtures.push import Client, push_artifact
@@ -59,7 +59,6 @@ from fixtures.registry import make_htpasswd, wait_for
 
 KiB = 1024
 MiB = 1024 * KiB
-HEX_RE = re.compile(r"[0-9a-f]{64}")
 BLOBS = r"/v2/.*/blobs/sha256:[0-9a-f]{64}"
 OCIFS_AGENT = "ocifs/"
 WRONG_BYTES = "a mirror sent bytes that do not match; asking the next source"
@@ -74,12 +73,6 @@ def read(path):
         return f.read()
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def within(fn, timeout, what):
@@ -104,23 +97,6 @@ def within(fn, timeout, what):
     return box["value"], time.monotonic() - t0
 
 
-def cache_blobs(cache):
-    """{hex: size} of <cache>/blobs/sha256; fails on any file that does not
-    hash to its name."""
-    root = os.path.join(str(cache), "blobs")
-    found, bad = {}, []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            if os.path.dirname(rel) != "sha256" or not HEX_RE.fullmatch(name):
-                bad.append("unexpected file blobs/%s" % rel)
-            elif sha256_file(p) != name:
-                bad.append("blobs/%s does not hash to its name" % rel)
-            else:
-                found[name] = os.path.getsize(p)
-    assert not bad, bad
-    return found
 
 
 def tmp_files(cache):

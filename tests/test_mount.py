@@ -22,12 +22,13 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from fixtures import push
 from fixtures.push import Client, push_artifact, push_demo, sha256_digest, tag
-from fixtures.registry import closed_port
+from fixtures.registry import closed_port, wait_for
 
 MiB = 1024 * 1024
 HEX_RE = re.compile(r"[0-9a-f]{64}")
@@ -528,3 +529,20 @@ def test_tag_shadows_subrepository(mount_factory, registry):
     assert read(os.path.join(d, "b", "tag.txt")) == b"the tag\n"
     assert os.listdir(os.path.join(d, ".b")) == ["1"]
     assert read(os.path.join(d, ".b", "1", "repo.txt")) == b"the sub-repository\n"
+
+
+def test_repository_pushed_after_the_catalog_was_read(mount_factory, registry):
+    """A catalog read before a push must not hide the new repository (nor
+    its tags) for tag_ttl: a miss re-reads a catalog older than a second."""
+    c = Client(registry.host)
+    m = mount_factory(opts=["registry=" + registry.host, "tag_ttl=600"])
+    host = os.path.join(m.path, registry.host)
+    before = set(os.listdir(host))                  # the catalog, cached
+    assert "late" not in before
+    push_artifact(c, "late/comer", ["1"], files=[("x.txt", b"late\n")])
+    # The next stat is at least a second after the catalog was read: that is
+    # the contract being tested, not synchronization.
+    t0 = time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 > 1.1, 5, what="the catalog to be 1 s old")
+    assert read(os.path.join(host, "late", "comer", "1", "x.txt")) == b"late\n"
+    assert stat.S_ISDIR(os.stat(os.path.join(host, "late")).st_mode)
