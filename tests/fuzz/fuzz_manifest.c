@@ -16,22 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "artifact.h"
 #include "blobcache.h"
 #include "manifest.h"
 #include "platform.h"
 #include "ref.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(expr)                                                        \
-	do {                                                                     \
-		if (!(expr)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #expr);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 static const char *const content_types[] = {
 	NULL,

@@ -14,18 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "ref.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(expr)                                                        \
-	do {                                                                     \
-		if (!(expr)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #expr);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 static bool streq(const char *a, const char *b)
 {

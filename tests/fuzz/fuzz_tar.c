@@ -26,19 +26,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "tarx.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(expr)                                                        \
-	do {                                                                     \
-		if (!(expr)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #expr);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 /* base/root/dest: dest is extracted to; root must hold nothing else, base
  * nothing but root. */

@@ -15,18 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "auth.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_ASSERT(expr)                                                        \
-	do {                                                                     \
-		if (!(expr)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-				__LINE__, #expr);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 /* Append to a growing string; aborts on ENOMEM (none happens here). */
 static void put(char **s, size_t *len, const char *add, size_t n)
