@@ -25,6 +25,7 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "tests"))
 
+from fixtures.cache import drain, sha256_file  # noqa: E402
 from fixtures.mount import OcifsMount  # noqa: E402
 from fixtures.push import Client, push_artifact  # noqa: E402
 from fixtures.registry import Registry  # noqa: E402
@@ -43,27 +44,8 @@ def hwm_kib(pid):
     return 0
 
 
-def read_all(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
-def drain(path, chunk=1 << 20):
-    """Read everything, as cat does; returns the byte count."""
-    buf = bytearray(chunk)
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            k = f.readinto(buf)
-            if not k:
-                return n
-            n += k
 
 
 def big_blob(path, mib):
@@ -112,7 +94,7 @@ def main():
         base = hwm_kib(m.proc.pid)
         p = os.path.join(m.path, reg.host, "bench/big/v1/big.bin")
         t0 = time.monotonic()
-        got = read_all(p)
+        got = sha256_file(p)
         t_big = time.monotonic() - t0
         peak = hwm_kib(m.proc.pid)
         assert got == big_hex, "wrong bytes from the big blob"
@@ -125,7 +107,7 @@ def main():
         t0 = time.monotonic()
         drain(p)
         t_one = time.monotonic() - t0
-        assert read_all(p) == small_hex
+        assert sha256_file(p) == small_hex
         m.unmount()
 
         m = fresh("many")
@@ -148,7 +130,7 @@ def main():
         t_many = time.monotonic() - t0
         gets = reg.count("GET", r"/v2/bench/small/blobs/sha256:" + small_hex, since=mark)
         assert all(r == SMALL_MIB << 20 for r in results) and len(results) == READERS
-        assert read_all(p) == small_hex
+        assert sha256_file(p) == small_hex
         # The same readers again, warm: the memory copying they cost anyway.
         results.clear()
         barrier = threading.Barrier(READERS)

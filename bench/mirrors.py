@@ -35,6 +35,7 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "tests"))
 
+from fixtures.cache import drain, sha256_file  # noqa: E402
 from fixtures.mount import OcifsMount  # noqa: E402
 from fixtures.push import Client, push_artifact  # noqa: E402
 from fixtures.registry import Registry, wait_for  # noqa: E402
@@ -46,24 +47,8 @@ REPEAT = int(os.environ.get("REPEAT", "3"))
 REPO, TAG, TITLE = "bench/fleet", "v1", "artifact.bin"
 
 
-def sha256_file(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
-def drain(path, chunk=1 << 20):
-    """Read everything, as cat does; returns the byte count."""
-    buf = bytearray(chunk)
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            k = f.readinto(buf)
-            if not k:
-                return n
-            n += k
 
 
 class Bench:

@@ -48,6 +48,7 @@ from fixtures.mount import fusermount_unmount, is_mounted
 from fixtures.push import (OCI_INDEX, OCI_MANIFEST, TITLE, Client,
                            push_artifact, sha256_digest)
 from fixtures.registry import wait_for
+from fixtures.timing import within as within_timed
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -78,27 +79,9 @@ def run(cmd, timeout=30):
 
 
 def within(fn, timeout, what):
-    """``fn()`` in a daemon thread; its value, or its exception re-raised; the
-    test fails if it is still running after ``timeout`` seconds (a hung FUSE
-    request must fail the test, not hang the suite: teardown kills the daemon,
-    which unblocks the thread)."""
-    box = {}
+    """fixtures.timing.within's value alone."""
+    return within_timed(fn, timeout, what)[0]
 
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:          # noqa: B902 - handed to the caller
-            box["error"] = e
-    t = threading.Thread(target=target, daemon=True)
-    t0 = time.monotonic()
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        pytest.fail("%s still blocked after %.0fs" % (what, timeout))
-    box["elapsed"] = time.monotonic() - t0
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def errno_of(fn, timeout=30, what="call"):

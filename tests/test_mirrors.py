@@ -56,6 +56,7 @@ from fixtures.faultproxy import FaultProxy
 from fixtures.mount import fusermount_unmount, is_mounted
 from fixtures.push import Client, push_artifact
 from fixtures.registry import make_htpasswd, wait_for
+from fixtures.timing import within
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -75,26 +76,6 @@ def read(path):
 
 
 
-def within(fn, timeout, what):
-    """``fn()`` in a daemon thread: its value (or its exception), and the seconds
-    it took; the test fails if it still runs after ``timeout`` (a hung FUSE
-    request must fail the test, not hang the suite)."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:          # noqa: B902 - handed to the caller
-            box["error"] = e
-    t = threading.Thread(target=target, daemon=True)
-    t0 = time.monotonic()
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        pytest.fail("%s still blocked after %.0fs" % (what, timeout))
-    if "error" in box:
-        raise box["error"]
-    return box["value"], time.monotonic() - t0
 
 
 
