@@ -12,7 +12,6 @@ grepped for the secrets it was given.
 
 import base64
 import errno
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import time
 
 import pytest
 
+from fixtures.cache import cache_hexes, sha256_file
 from fixtures.faultproxy import BlobStore, FaultProxy
 from fixtures.pki import CA
 from fixtures.push import Client, push_artifact, push_demo
@@ -41,9 +41,6 @@ def read(path):
         return f.read()
 
 
-def sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def os_error(path, timeout=60):
@@ -100,12 +97,8 @@ def assert_no_secrets(m, *secrets):
             assert s not in text, "secret %r... leaked into the log" % s[:12]
 
 
-def check_cache(cache):
-    root = os.path.join(str(cache), "blobs", "sha256")
-    names = os.listdir(root) if os.path.isdir(root) else []
-    for n in names:
-        assert sha256_file(os.path.join(root, n)) == n, n
-    return set(names)
+
+
 
 
 def art(m, host, repo, ref):
@@ -188,7 +181,7 @@ def test_basic_over_tls_with_cafile(content, pki, htpasswd, registry_factory,
     assert_demo(m, reg.host, pushed)
     big = pushed["demo/big:1"].layers[0]
     assert sha256_file(art(m, reg.host, "demo/big", "1") + "/big.bin") == big.hex
-    assert big.hex in check_cache(m.cache)
+    assert big.hex in cache_hexes(m.cache)
     # Everything went over TLS, authenticated.
     log = m.log_text()
     assert "https://%s/v2/demo/hello/manifests/1.0 -> 200" % reg.host in log
@@ -629,7 +622,7 @@ def test_retry_after_429_and_503(proxied):
     assert time.monotonic() - t0 >= 1.0       # Retry-After was honored
     assert [s.status for s in proxy.seen(r"/v2/demo/hello/manifests/1.0")][:2] == [429, 200]
     assert sum(1 for s in proxy.seen(r"/v2/demo/hello/blobs/.*") if s.status == 503) == 2
-    check_cache(m.cache)
+    cache_hexes(m.cache)
 
 
 def test_dropped_blob_resumes_with_range(proxied):
@@ -646,7 +639,7 @@ def test_dropped_blob_resumes_with_range(proxied):
     assert gets[1].headers.get("Range") == "bytes=%d-" % MiB
     assert gets[2].headers.get("Range") == "bytes=%d-" % (2 * MiB)
     assert gets[2].status == 206
-    assert big.hex in check_cache(m.cache)
+    assert big.hex in cache_hexes(m.cache)
 
 
 def test_dropped_blob_without_range_support_starts_over(proxied):
@@ -660,7 +653,7 @@ def test_dropped_blob_without_range_support_starts_over(proxied):
     assert sha256_file(f) == big.hex
     gets = proxy.seen(path)
     assert len(gets) == 2 and gets[1].status == 200
-    assert big.hex in check_cache(m.cache)
+    assert big.hex in cache_hexes(m.cache)
 
 
 def test_connection_reset_is_retried(proxied):
@@ -681,7 +674,7 @@ def test_retry_bound_gives_eio(proxied):
     assert len(proxy.seen(path)) == 3
     assert re.search(r"demo/big@%s: injected \(gave up after 2 retries\) \(UNAVAILABLE\)"
                      % re.escape(big.digest), m.log_text()), m.log_text()
-    assert big.hex not in check_cache(m.cache)
+    assert big.hex not in cache_hexes(m.cache)
     # The registry recovers: the same mount reads it.
     proxy.clear()
     assert sha256_file(f) == big.hex

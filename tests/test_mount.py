@@ -26,17 +26,19 @@ import time
 
 import pytest
 
+from fixtures.cache import cache_hexes, sha256_file
 from fixtures import push
 from fixtures.push import Client, push_artifact, push_demo, sha256_digest, tag
 from fixtures.registry import closed_port, wait_for
 
 MiB = 1024 * 1024
-HEX_RE = re.compile(r"[0-9a-f]{64}")
 UNREACHABLE_ERRNOS = {errno.EIO, errno.ECONNREFUSED, errno.EHOSTUNREACH,
                       errno.ENETUNREACH, errno.ETIMEDOUT, errno.ECONNRESET}
 
 
 # --- helpers ----------------------------------------------------------------
+
+
 
 def run(cmd, timeout=60, check=True):
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -47,14 +49,6 @@ def run(cmd, timeout=60, check=True):
     return r
 
 
-def sha256_file(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def read(path):
@@ -89,23 +83,6 @@ def os_call_in_child(fn, path, timeout=30):
     return tuple(json.loads(r.stdout))
 
 
-def check_cache(cache):
-    """Every file under <cache>/blobs is blobs/sha256/<hex> and hashes to <hex>.
-    Returns the set of hexes."""
-    root = os.path.join(str(cache), "blobs")
-    found, bad = set(), []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            if os.path.dirname(rel) != "sha256" or not HEX_RE.fullmatch(name):
-                bad.append("unexpected file %s" % rel)
-            elif sha256_file(p) != name:
-                bad.append("%s does not hash to its name" % rel)
-            else:
-                found.add(name)
-    assert not bad, bad
-    return found
 
 
 def assert_artifact(d, p):
@@ -402,7 +379,7 @@ def test_corrupted_blob(mount_factory, registry):
             read(path)
         assert ei.value.errno == errno.EIO, ei.value
     assert not os.path.exists(os.path.join(m.cache, "blobs", "sha256", bad.hex))
-    found = check_cache(m.cache)
+    found = cache_hexes(m.cache)
     assert bad.hex not in found
     assert p.layers[0].hex in found
     assert m.alive
@@ -485,7 +462,7 @@ def test_cache_layout(mount, registry, content):
                          ("docker", "art/docker", "latest"),
                          ("custom", "art/custom", "1.0")):
         assert_artifact(art(mount, registry.host, repo, t), content[key])
-    found = check_cache(mount.cache)
+    found = cache_hexes(mount.cache)
     for key in ("demo/hello:1.0", "docker", "custom"):
         for b in content[key].blobs():
             assert b.hex in found, (key, b.title, b.digest)
