@@ -664,7 +664,6 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop = NULL;
 	struct fuse *fuse = NULL;
 	struct tree_opts to;
-	char *cache_abs = NULL;
 	char root[2048] = "";
 	int ret = 1;
 
@@ -856,7 +855,6 @@ out_destroy:
 out_tree:
 	tree_free(tree);
 out_args:
-	free(cache_abs);
 	free(cl.mountpoint);
 	free(o.args[0]);
 	free(o.args[1]);
