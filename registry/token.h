@@ -1,0 +1,25 @@
+/* token.h - authentication of registry requests: challenges and tokens.
+ *
+ * Internal to registry/. A 401 from a registry is answered here: Bearer
+ * challenges get a token from the realm (anonymously, with Basic
+ * credentials, or with an identity token as OAuth2 refresh token in a
+ * POST), Basic challenges get the credentials auth_lookup() finds. What a
+ * challenge earned is kept per registry and scope until it expires, and
+ * sent first by later requests. Thread-safe.
+ */
+#ifndef OCIFS_TOKEN_H
+#define OCIFS_TOKEN_H
+
+#include "transport.h"
+
+struct tokens;
+
+/* Token requests go through @tp (borrowed: it must outlive the cache).
+ * @authfile (may be NULL) is -o authfile. NULL on ENOMEM. */
+struct tokens *tokens_new(struct transport *tp, const char *authfile);
+void tokens_free(struct tokens *tk);
+
+/* The hooks for struct req.authn, answering from @tk. */
+void tokens_auth(struct tokens *tk, struct req_auth *out);
+
+#endif
