@@ -62,7 +62,7 @@ struct tree_file {
 	int fd;
 	bool direct;		/* size unknown up front (/.ocifs/stats) */
 	char pin[72];		/* digest pinned, "" if none */
-	struct tree_file *prev, *next;	/* tree.lock: the tree's open files */
+	struct tree_file *prev, *next;	/* files.c: openfiles.lock */
 };
 
 /* Open the file at @path for reading, downloading and verifying first if

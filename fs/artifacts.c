@@ -1,0 +1,386 @@
+/* artifacts.c - owns the artifact views: one per registry/repo@digest,
+ * built from manifests fetched and verified against their digest (an
+ * index is resolved to this platform's manifest). One lock,
+ * artifacts.lock, guards the list and each artifact's fallback fields;
+ * the views themselves are immutable. */
+#include "artifacts.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "artifact.h"
+#include "blobcache.h"
+#include "client.h"
+#include "dircache.h"
+#include "log.h"
+#include "manifest.h"
+#include "mirror.h"
+#include "platform.h"
+#include "ref.h"
+#include "registries.h"
+#include "stats.h"
+#include "tree_impl.h"
+
+struct artifacts {
+	pthread_mutex_t lock;
+	struct artifact *head;	/* lock */
+};
+
+int artifacts_new(struct artifacts **out)
+{
+	struct artifacts *as = calloc(1, sizeof(*as));
+
+	if (!as)
+		return -ENOMEM;
+	pthread_mutex_init(&as->lock, NULL);
+	*out = as;
+	return 0;
+}
+
+static void artifact_free(struct artifact *a)
+{
+	if (!a)
+		return;
+	aview_free(a->v);
+	free(a->fallback_path);
+	free(a->registry);
+	free(a->repo);
+	free(a->digest);
+	free(a);
+}
+
+void artifacts_free(struct artifacts *as)
+{
+	if (!as)
+		return;
+	while (as->head) {
+		struct artifact *a = as->head;
+		as->head = a->next;
+		artifact_free(a);
+	}
+	pthread_mutex_destroy(&as->lock);
+	free(as);
+}
+
+static void warn_log(void *arg, const char *msg)
+{
+	log_msg(LOG_WARNING, "%s: %s", (const char *)arg, msg);
+}
+
+static struct artifact *artifact_find(struct tree *t, const char *reg, const char *repo,
+				      const char *digest)
+{
+	struct artifact *a;
+
+	pthread_mutex_lock(&t->arts->lock);
+	for (a = t->arts->head; a; a = a->next)
+		if (!strcmp(a->digest, digest) && !strcmp(a->repo, repo) &&
+		    !strcmp(a->registry, reg))
+			break;
+	pthread_mutex_unlock(&t->arts->lock);
+	return a;
+}
+
+/* Manifest bytes for repo@digest, verified: from the cache, else from the
+ * registry (and then cached). Caller frees *body and *ctype. */
+static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
+			  const char *digest, char **body, size_t *len, char **ctype)
+{
+	struct reg_manifest rm = { 0 };
+	struct reg_error err;
+	char what[1600], got[72];
+	int ret;
+
+	*ctype = NULL;
+	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, body, len) == 0)
+		return 0;
+	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
+	for (unsigned skip = 0, source = 0;; skip = source + 1) {
+		ret = reg_gate(t, reg, &err);
+		if (ret == 0) {
+			ret = regclient_get_manifest(t->rc, reg, repo, digest, skip, &source, &rm,
+						     &err);
+			reg_outcome(t, reg, ret, &err);
+		}
+		if (ret < 0) {
+			if (ret != -ENOENT)
+				log_reg_error(what, &err, ret);
+			return ret == -EFBIG ? -EIO : ret;
+		}
+		blobcache_digest_of(rm.body, rm.len, got);
+		if (!strcmp(got, digest))
+			break;
+		if (source < regclient_mirror_count(t->rc, reg) && skip < MIRRORS_MAX) {
+			log_msg(LOG_WARNING, "%s: a mirror sent a manifest that hashes to %s; asking "
+				"the next source", what, got);
+			reg_manifest_release(&rm);
+			continue;
+		}
+		log_msg(LOG_ERR, "%s: registry sent a manifest that hashes to %s; refused", what,
+			got);
+		ret = -EIO;
+		goto out_release;
+	}
+	ret = blobcache_put(t->bc, digest, rm.body, rm.len);
+	if (ret < 0) {
+		log_msg(LOG_ERR, "%s: cannot store manifest: %s", what, strerror(-ret));
+		goto out_release;
+	}
+	*body = rm.body;
+	*len = rm.len;
+	*ctype = rm.content_type;
+	rm.body = rm.content_type = NULL;
+out_release:
+	reg_manifest_release(&rm);
+	return ret;
+}
+
+static int parse_or_log(const char *what, const char *digest, const char *body, size_t len,
+			const char *ctype, struct manifest **m)
+{
+	const char *why = NULL;
+	int ret = manifest_parse(body, len, ctype, m, &why);
+
+	if (ret < 0) {
+		log_msg(LOG_ERR, "%s: malformed manifest %s: %s", what, digest,
+			why ? why : strerror(-ret));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Build the view of verified manifest bytes (choosing this platform's
+ * manifest from an index) and publish it. */
+static int artifact_publish(struct tree *t, const char *reg, const char *repo,
+			    const char *digest, const char *body, size_t len,
+			    const char *content_type, const char *what, struct artifact **out)
+{
+	struct manifest *top = NULL, *child = NULL;
+	struct artifact *a, *b;
+	char *cbody = NULL, *ctype = NULL;
+	const char *cdigest = NULL;
+	size_t clen = 0;
+	int ret;
+
+	ret = parse_or_log(what, digest, body, len, content_type, &top);
+	if (ret < 0)
+		return ret;
+	a = calloc(1, sizeof(*a));
+	if (!a) {
+		manifest_free(top);
+		return -ENOMEM;
+	}
+	a->registry = strdup(reg);
+	a->repo = strdup(repo);
+	a->digest = strdup(digest);
+	if (!a->registry || !a->repo || !a->digest) {
+		manifest_free(top);
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	if (top->kind == MANIFEST_INDEX) {
+		int i = platform_select(top, &t->platform);
+		if (i >= 0) {
+			cdigest = top->layers[i].digest;
+			ret = manifest_bytes(t, reg, repo, cdigest, &cbody, &clen, &ctype);
+			if (ret == 0)
+				ret = parse_or_log(what, cdigest, cbody, clen,
+						   ctype ? ctype : top->layers[i].media_type, &child);
+			if (ret == 0 && child->kind != MANIFEST_IMAGE) {
+				log_msg(LOG_ERR, "%s: %s is an index inside an index; refused", what,
+					cdigest);
+				ret = -EIO;
+			}
+			if (ret < 0) {
+				manifest_free(top);
+				manifest_free(child);
+				goto out_free;
+			}
+		}
+		ret = aview_build(top, digest, len, child, cdigest, clen, &t->platform, warn_log,
+				  (void *)what, &a->v);
+	} else {
+		ret = aview_build(NULL, NULL, 0, top, digest, len, &t->platform, warn_log,
+				  (void *)what, &a->v);
+	}
+	if (ret < 0)
+		goto out_free;
+	if (a->v->index && !a->v->m) {
+		char p[64];
+		platform_format(&t->platform, p, sizeof(p));
+		log_msg(LOG_WARNING, "%s: the index has no manifest for %s; it offers: %s", what,
+			p, a->v->offered[0] ? a->v->offered : "no platforms");
+	}
+	pthread_mutex_lock(&t->arts->lock);
+	for (b = t->arts->head; b; b = b->next)
+		if (!strcmp(b->digest, digest) && !strcmp(b->repo, repo) &&
+		    !strcmp(b->registry, reg))
+			break;
+	if (!b) {
+		a->next = t->arts->head;
+		t->arts->head = a;
+		b = a;
+		a = NULL;
+	}
+	pthread_mutex_unlock(&t->arts->lock);
+	if (a)
+		artifact_free(a);	/* another thread won the race */
+	else
+		stats_saved(t->stats, b->v->skipped);
+	*out = b;
+	ret = 0;
+	goto out_body;
+out_free:
+	artifact_free(a);
+out_body:
+	free(cbody);
+	free(ctype);
+	return ret;
+}
+
+int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
+		       const char *digest, struct artifact **out)
+{
+	char what[1600], *body = NULL, *ctype = NULL;
+	size_t len = 0;
+	int ret;
+
+	if ((*out = artifact_find(t, reg, repo, digest)))
+		return 0;
+	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
+	ret = manifest_bytes(t, reg, repo, digest, &body, &len, &ctype);
+	if (ret == 0)
+		ret = artifact_publish(t, reg, repo, digest, body, len, ctype, what, out);
+	free(body);
+	free(ctype);
+	return ret;
+}
+
+/* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
+ * says there is no such tag (*repo_exists tells whether the repository
+ * is there), or -errno. A registry that cannot be reached is answered from
+ * the last known digest (stale-if-error). */
+static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
+			   const char *tag, struct artifact **out, bool *repo_exists)
+{
+	struct reg_manifest rm = { 0 };
+	struct reg_error err;
+	char what[1600], got[72], *stale = NULL;
+	bool exists = false;
+	int ret;
+
+	ret = tags_lookup(t, reg, repo, tag, &stale, &exists);
+	if (ret < 0)
+		return ret;
+	if (ret == 1) {
+		if (!stale) {
+			*repo_exists = exists;
+			return 0;
+		}
+		ret = artifact_by_digest(t, reg, repo, stale, out);
+		free(stale);
+		return ret < 0 ? ret : 1;
+	}
+
+	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
+	ret = reg_gate(t, reg, &err);
+	if (ret == 0) {
+		ret = regclient_get_manifest(t->rc, reg, repo, tag, 0, NULL, &rm, &err);
+		reg_outcome(t, reg, ret, &err);
+	}
+	if (ret == -ENOENT) {
+		*repo_exists = !strcmp(err.code, "MANIFEST_UNKNOWN");
+		tags_store(t, reg, repo, tag, NULL, *repo_exists);
+		log_msg(LOG_DEBUG, "%s: %s", what, err.code[0] ? err.code : "not found");
+		ret = 0;
+		goto out_free;
+	}
+	if (ret < 0) {
+		if (stale && ret != -EACCES) {
+			if (tags_stale_warning_due(t, reg, repo, tag))
+				log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",
+					what, err.message, stale);
+			ret = artifact_by_digest(t, reg, repo, stale, out);
+			ret = ret < 0 ? ret : 1;
+			goto out_free;
+		}
+		log_reg_error(what, &err, ret);
+		if (ret == -EFBIG)
+			ret = -EIO;	/* a manifest over 4 MiB: refused */
+		goto out_free;
+	}
+	blobcache_digest_of(rm.body, rm.len, got);
+	if (rm.digest_header && strcmp(rm.digest_header, got) != 0) {
+		log_msg(LOG_ERR, "%s: manifest hashes to %s but the registry says %s; refused",
+			what, got, rm.digest_header);
+		ret = -EIO;
+		goto out_free;
+	}
+	if (!artifact_find(t, reg, repo, got)) {
+		ret = blobcache_put(t->bc, got, rm.body, rm.len);
+		if (ret == 0)
+			ret = artifact_publish(t, reg, repo, got, rm.body, rm.len,
+					       rm.content_type, what, out);
+		if (ret < 0)
+			goto out_free;
+	}
+	tags_store(t, reg, repo, tag, got, true);
+	ret = artifact_by_digest(t, reg, repo, got, out);
+	ret = ret < 0 ? ret : 1;
+out_free:
+	free(stale);
+	reg_manifest_release(&rm);
+	return ret;
+}
+
+int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
+				    const char *tag, struct artifact **out, bool *repo_exists)
+{
+	char alt[REF_TAG_MAX + 64];
+	bool exists = false;
+	int ret = artifact_by_tag(t, reg, repo, tag, out, repo_exists);
+
+	if (ret != 0 || !*repo_exists || platform_in_name(tag, NULL))
+		return ret;
+	/* Only version-like tags are split per platform; this spares a probe
+	 * per namespace level ("acme" in acme/tools/cli). */
+	if (!(isdigit((unsigned char)tag[0]) ||
+	      (tag[0] == 'v' && isdigit((unsigned char)tag[1])) || !strcmp(tag, "latest")))
+		return 0;
+	snprintf(alt, sizeof(alt), "%s-%s-%s", tag, t->platform.os, t->platform.arch);
+	if (!ref_valid_tag(alt))
+		return 0;
+	return artifact_by_tag(t, reg, repo, alt, out, &exists);
+}
+
+bool artifact_fallback_known(struct tree *t, struct artifact *a, int *err, char *out,
+			     size_t len)
+{
+	bool known;
+
+	pthread_mutex_lock(&t->arts->lock);
+	known = a->fallback_done;
+	if (known) {
+		*err = a->fallback_err;
+		if (*err == 0)
+			snprintf(out, len, "%s", a->fallback_path);
+	}
+	pthread_mutex_unlock(&t->arts->lock);
+	return known;
+}
+
+void artifact_fallback_remember(struct tree *t, struct artifact *a, int err, const char *path)
+{
+	pthread_mutex_lock(&t->arts->lock);
+	if (!a->fallback_done) {
+		a->fallback_done = true;
+		a->fallback_err = err;
+		if (err == 0 && !(a->fallback_path = strdup(path)))
+			a->fallback_done = false;
+	}
+	pthread_mutex_unlock(&t->arts->lock);
+}

@@ -1,0 +1,51 @@
+/* artifacts.h - artifact views by digest, built from verified manifests. */
+#ifndef OCIFS_ARTIFACTS_H
+#define OCIFS_ARTIFACTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct tree;
+struct aview;
+struct artifacts;
+
+/* A resolved reference and its view. Immutable once published; lives as
+ * long as the tree (manifests are small and content-addressed). */
+struct artifact {
+	struct artifact *next;	/* artifacts.lock */
+	char *registry, *repo;
+	char *digest;		/* what the reference resolved to */
+	struct aview *v;
+	/* The legacy fallback binary, found on first use (serve.c);
+	 * artifacts.lock: use artifact_fallback_*(). */
+	bool fallback_done;
+	int fallback_err;
+	char *fallback_path;	/* below the cache root */
+};
+
+int artifacts_new(struct artifacts **out);
+void artifacts_free(struct artifacts *as);
+
+/* The artifact for repo@digest: from memory, the blob cache, or the
+ * registry (verified against the digest). 0 and *out (borrowed, valid
+ * for the tree's life), or -errno. */
+int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
+		       const char *digest, struct artifact **out);
+
+/* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
+ * says there is no such tag (*repo_exists tells whether the repository
+ * is there), or -errno. A registry that cannot be reached is answered from
+ * the last known digest (stale-if-error). Seed 002: "0.0.1" resolves to
+ * "0.0.1-linux-amd64" on linux/amd64 where the registry has no plain
+ * "0.0.1". */
+int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
+				    const char *tag, struct artifact **out, bool *repo_exists);
+
+/* The fallback's outcome when known: true, with *err and (on 0) @out. */
+bool artifact_fallback_known(struct tree *t, struct artifact *a, int *err, char *out,
+			     size_t len);
+
+/* Remember the fallback's outcome (the first one stored wins). */
+void artifact_fallback_remember(struct tree *t, struct artifact *a, int err, const char *path);
+
+#endif

@@ -1,0 +1,45 @@
+/* dircache.h - directory caches: tag answers and listings, for tag_ttl. */
+#ifndef OCIFS_DIRCACHE_H
+#define OCIFS_DIRCACHE_H
+
+#include <stdbool.h>
+
+#include "client.h"
+
+struct tree;
+struct dircache;
+
+int dircache_new(struct dircache **out);
+void dircache_free(struct dircache *dc);
+
+/* The answer held for reg/repo:tag. 1: fresh, *digest (NULL for "not a
+ * tag") and *repo_exists set. 0: none fresh; *digest is the last digest
+ * known (stale-if-error) or NULL. -ENOMEM. Caller frees *digest. */
+int tags_lookup(struct tree *t, const char *reg, const char *repo, const char *tag,
+		char **digest, bool *repo_exists);
+
+/* Remember reg/repo:tag -> @digest; NULL records "not a tag" (404), with
+ * @repo_exists telling whether the repository is there. */
+void tags_store(struct tree *t, const char *reg, const char *repo, const char *tag,
+		const char *digest, bool repo_exists);
+
+/* Say "using cached" once per silent period and tag, not per FUSE call. */
+bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
+			    const char *tag);
+
+/* The catalog (@repo NULL) or a tag list: the one held, else (@fetch)
+ * from the registry. On success *out is a copy the caller releases;
+ * -EAGAIN when none is held and !@fetch. */
+int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
+	    struct strlist *out);
+
+/* With a catalog at hand: is @name a repository (1) or a namespace above
+ * one (2), or neither (0)? -errno when no catalog is available. */
+int catalog_kind(struct tree *t, const char *reg, const char *name, bool fetch);
+
+/* catalog_kind() that, before saying "no such name", refreshes a catalog
+ * older than a second: a repository pushed since must not be ENOENT for
+ * the rest of tag_ttl. */
+int catalog_kind_current(struct tree *t, const char *reg, const char *name);
+
+#endif

@@ -1,0 +1,30 @@
+/* registries.h - the registries shown in / and those not answering. */
+#ifndef OCIFS_REGISTRIES_H
+#define OCIFS_REGISTRIES_H
+
+#include "client.h"
+
+struct tree;
+struct registries;
+
+/* @names: NULL-terminated, listed in / from the start (may be NULL). */
+int registries_new(const char *const *names, struct registries **out);
+void registries_free(struct registries *r);
+
+/* Remember @reg for listing in /. */
+void registries_visit(struct registries *r, const char *reg);
+
+/* A copy of the names for listing in / (short of memory: some of them);
+ * the caller releases it. */
+void registries_list(struct registries *r, struct strlist *out);
+
+/* May @reg be asked now? 0, or the error it gave when it went silent
+ * (with @err saying so). Registries with mirrors are always asked: the
+ * mirrors may answer. */
+int reg_gate(struct tree *t, const char *reg, struct reg_error *err);
+
+/* Note how @reg answered: a transport failure (no HTTP status) starts
+ * its silent period, anything else ends it. */
+void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_error *err);
+
+#endif

@@ -1,0 +1,32 @@
+/* resolve.h - a path below the tree's root to what it names. */
+#ifndef OCIFS_RESOLVE_H
+#define OCIFS_RESOLVE_H
+
+struct tree;
+struct artifact;
+
+enum rkind {
+	R_ROOT,
+	R_REGISTRY,
+	R_NAMESPACE,
+	R_ARTIFACT,
+	R_CONTROL,	/* /.ocifs: not listed */
+	R_STATS,	/* /.ocifs/stats */
+};
+
+#define CONTROL_DIR "/.ocifs"
+
+struct resolved {
+	enum rkind kind;
+	char reg[256];
+	char name[1024];	/* namespace or repository */
+	struct artifact *art;	/* R_ARTIFACT; lives as long as the tree */
+	char inner[4096];	/* path inside the artifact, "" for its root */
+};
+
+/* Resolve the full path @path ("/<registry>/..."), asking the registry
+ * where the caches cannot say. 0 and *r, or -errno. The rule (tree.h):
+ * the shortest repository prefix followed by a tag or digest wins. */
+int resolve(struct tree *t, const char *path, struct resolved *r);
+
+#endif

@@ -1,0 +1,75 @@
+/* tree_impl.h - what the parts of the tree share; fs/ocifs.c uses tree.h.
+ *
+ * struct tree owns one of each part below. Each part owns its state and
+ * the one lock that guards it; no part holds its lock while it calls
+ * another part (or the registry), so there is no lock order to keep.
+ *
+ *   tree.c        the tree's lifetime; a mount path to a target;
+ *                 getattr, readlink, xattrs
+ *   resolve.c     path resolution: /<registry>/<repo...>/<ref>/<inner>
+ *                 to what it names (no state of its own)
+ *   registries.c  registries shown in / and registries not answering
+ *   dircache.c    directory caches: tag answers (also "not a tag") and
+ *                 listings (catalogs and tag lists), for tag_ttl
+ *   artifacts.c   artifact views by digest, from verified manifests
+ *   serve.c       the files of an artifact: blobs and extracted layers
+ *   listing.c     readdir
+ *   files.c       open files
+ */
+#ifndef OCIFS_TREE_IMPL_H
+#define OCIFS_TREE_IMPL_H
+
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "artifact.h"
+#include "client.h"
+#include "platform.h"
+#include "resolve.h"
+#include "tarx.h"
+#include "tree.h"
+
+/* Set up by tree_new() and read-only afterwards: no lock. */
+struct tree {
+	char root[2048];	/* prefix of every path; see tree_opts */
+	struct stats *stats;
+	struct regclient *rc;
+	struct blobcache *bc;
+	struct oci_platform platform;
+	struct tarx_limits limits;
+	unsigned tag_ttl;
+	long down_window;		/* seconds a silent registry is not asked */
+	struct registries *regs;	/* registries.c */
+	struct dircache *dc;		/* dircache.c */
+	struct artifacts *arts;		/* artifacts.c */
+	struct openfiles *files;	/* files.c */
+};
+
+/* Monotonic seconds: cache ages. */
+time_t tree_now(void);
+
+/* Is an answer taken at @at still within tag_ttl? */
+bool tree_fresh(const struct tree *t, time_t at);
+
+/* Log @what's registry error @e (or @ret's strerror when it has none). */
+void log_reg_error(const char *what, const struct reg_error *e, int ret);
+
+void dir_attr(struct tree_attr *a);
+void stat_attr(const struct stat *st, struct tree_attr *a);
+void entry_attr(const struct aentry *e, struct tree_attr *a);
+
+/* A resolved mount path; for artifact entries also the entry (NULL for
+ * the artifact root) and, inside archives, the path in the extract area. */
+struct target {
+	struct resolved r;
+	const struct aentry *e;
+	const char *rest;
+	char ext[4200];		/* "" unless served from the extract area */
+};
+
+/* Resolve mount path @path into a heap target (it is large); the caller
+ * frees it. 0 or -errno. */
+int target_new(struct tree *t, const char *path, struct target **out);
+
+#endif
