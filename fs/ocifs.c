@@ -733,7 +733,7 @@ int main(int argc, char *argv[])
 		ret = 1;
 		goto out_args;
 	}
-	struct tarx_limits lim = { TARX_DEFAULT_MAX_BYTES, TARX_DEFAULT_MAX_ENTRIES };
+	struct tarx_limits lim = TARX_DEFAULT_LIMITS;
 	if (o.max_extract) {
 		long long v = parse_size(o.max_extract);
 		if (v < 0) {

@@ -765,7 +765,7 @@ static int extract_job(void *p)
 	snprintf(tmp, sizeof(tmp), "%s/%s/x.%.16s.%08x", j->bc->root, j->bc->session,
 		 hex_of(j->digest),
 		 (unsigned)rand());
-	ret = tarx_extract(fd, tmp, j->lim, j->err);
+	ret = tarx_extract(fd, tmp, j->lim, j->err, NULL);
 	close(fd);
 	if (ret == 0) {
 		char dst[4200];

@@ -61,24 +61,46 @@ bool tarx_path_ok(const char *path)
 	return true;
 }
 
-bool tarx_symlink_ok(const char *path, const char *target)
+/* The number of directories above an entry once its name is normalised
+ * as libarchive writes it: empty and "." components dropped, so "up/" is
+ * "up" at the top and "a/./b/" is "b" inside "a". */
+static int parent_depth(const char *path)
 {
-	int depth = 0;
-	const char *p = path;
+	int names = 0;
 
-	if (!target || !*target || target[0] == '/')
-		return false;
-	/* The link lives in dirname(path): count its depth. */
-	for (;;) {
+	for (const char *p = path; *p;) {
 		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len && !(len == 1 && p[0] == '.'))
+			names++;
 		if (!slash)
 			break;
-		size_t len = (size_t)(slash - p);
-		if (len && !(len == 1 && p[0] == '.'))
-			depth++;
 		p = slash + 1;
 	}
-	return walk_stays_inside(target, depth);
+	return names ? names - 1 : 0;
+}
+
+bool tarx_symlink_ok(const char *path, const char *target)
+{
+	if (!target || !*target || target[0] == '/')
+		return false;
+	return walk_stays_inside(target, parent_depth(path));
+}
+
+/* Make every directory below @path ours to empty: extracted trees (and
+ * those of older versions) may hold 0555 directories, where a user other
+ * than root cannot unlink. Pre-order, so a directory is writable before
+ * its entries are visited. */
+static __thread bool unreadable_seen;	/* nftw callbacks take no argument */
+
+static int make_writable(const char *p, const struct stat *st, int type, struct FTW *f)
+{
+	(void)f;
+	if (type == FTW_DNR)
+		unreadable_seen = true;
+	if ((type == FTW_D || type == FTW_DNR) && (st->st_mode & 0700) != 0700)
+		chmod(p, (st->st_mode & 07777) | 0700);
+	return 0;
 }
 
 static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)
@@ -92,8 +114,18 @@ static int rm_one(const char *p, const struct stat *st, int type, struct FTW *f)
 
 int tarx_remove_tree(const char *path)
 {
-	/* Directories extracted read-only must become writable to empty. */
-	if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) < 0)
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	/* A directory unreadable even to us (mode 0) shows up as FTW_DNR:
+	 * made readable, its entries are visited on the next pass. */
+	for (int pass = 0; S_ISDIR(st.st_mode) && pass < 64; pass++) {
+		unreadable_seen = false;
+		if (nftw(path, make_writable, 32, FTW_PHYS | FTW_MOUNT) < 0 || !unreadable_seen)
+			break;
+	}
+	if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	return 0;
 }
@@ -114,19 +146,62 @@ static int archive_errno_of(struct archive *a)
 	return -EINVAL;
 }
 
+/* The bytes @e's data takes on disk: its sparse map's extents, or its size. */
+static uint64_t entry_footprint(struct archive_entry *e)
+{
+	la_int64_t off, len;
+	uint64_t sum = 0;
+	int64_t size = archive_entry_size(e);
+
+	if (archive_entry_sparse_reset(e) == 0)
+		return size > 0 ? (uint64_t)size : 0;
+	while (archive_entry_sparse_next(e, &off, &len) == ARCHIVE_OK)
+		if (len > 0)
+			sum += (uint64_t)len;
+	return sum;
+}
+
+/* The footprint @lim allows an archive of @archive_size bytes. */
+static uint64_t footprint_max(const struct tarx_limits *lim, uint64_t archive_size)
+{
+	uint64_t max = lim->max_bytes;
+
+	if (lim->max_ratio && archive_size <= max / lim->max_ratio) {
+		uint64_t by_ratio = archive_size * lim->max_ratio;
+		if (by_ratio < lim->ratio_floor)
+			by_ratio = lim->ratio_floor;
+		if (by_ratio < max)
+			max = by_ratio;
+	}
+	return max;
+}
+
+/* Permission bits on disk: no set-id, nothing writable by group or
+ * others; always readable by us, and directories writable and searchable
+ * by us so that the tree can be removed again. */
+static mode_t disk_perm(mode_t type, mode_t perm)
+{
+	perm &= 0755;
+	return type == AE_IFDIR ? perm | 0700 : perm | 0400;
+}
+
 int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim,
-		 struct tarx_error *err)
+		 struct tarx_error *err, uint64_t *footprint)
 {
 	struct archive *in, *out;
 	struct archive_entry *e;
-	uint64_t bytes = 0, entries = 0;
+	uint64_t bytes = 0, entries = 0, max_bytes;
 	char *full = NULL, *name = NULL;
+	struct stat src;
 	int ret = 0;
 
 	err->entry[0] = '\0';
 	err->reason = NULL;
 	err->repeated = false;
-	if (mkdir(dest_abs, 0755) < 0)
+	if (fstat(src_fd, &src) < 0)
+		return -errno;
+	max_bytes = footprint_max(lim, (uint64_t)src.st_size);
+	if (mkdir(dest_abs, 0700) < 0)
 		return -errno;
 	in = archive_read_new();
 	out = archive_write_disk_new();
@@ -141,8 +216,12 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 	archive_read_support_format_tar(in);
 	archive_read_support_format_gnutar(in);
 	/* We validate paths ourselves and then make them absolute under
-	 * @dest_abs; libarchive still refuses to write through symlinks. */
-	archive_write_disk_set_options(out, ARCHIVE_EXTRACT_TIME |
+	 * @dest_abs; libarchive still refuses to write through symlinks.
+	 * PERM: the modes disk_perm() chose, whatever the umask (libarchive
+	 * reads it once, racily, in archive_write_disk_new()). SPARSE: runs of
+	 * zeros become holes. */
+	archive_write_disk_set_options(out, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+					    ARCHIVE_EXTRACT_SPARSE |
 					    ARCHIVE_EXTRACT_SECURE_SYMLINKS |
 					    ARCHIVE_EXTRACT_SECURE_NODOTDOT |
 					    ARCHIVE_EXTRACT_NO_OVERWRITE_NEWER);
@@ -208,15 +287,16 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 			goto out_free;
 		}
 		if (type == AE_IFREG) {
-			int64_t sz = archive_entry_size(e);
-			if (sz < 0 || (bytes += (uint64_t)sz) > lim->max_bytes) {
-				refuse(err, name, "extracted size over the limit");
+			if (archive_entry_size(e) < 0 ||
+			    (bytes += entry_footprint(e)) > max_bytes) {
+				refuse(err, name, bytes > lim->max_bytes ?
+						  "extracted size over the limit" :
+						  "expands more than the ratio limit allows");
 				ret = -EFBIG;
 				goto out_free;
 			}
 		}
-		/* No set-id bits, nothing writable by others. */
-		archive_entry_set_perm(e, archive_entry_perm(e) & 0755);
+		archive_entry_set_perm(e, disk_perm(type, archive_entry_perm(e)));
 		free(full);
 		if (asprintf(&full, "%s/%s", dest_abs, name) < 0) {
 			ret = -ENOMEM;
@@ -252,6 +332,8 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 			goto out_free;
 		}
 	}
+	if (footprint)
+		*footprint = bytes;
 out_free:
 	free(full);
 	free(name);

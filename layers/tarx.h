@@ -12,13 +12,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What an archive may expand to. Its footprint is the sum of the bytes
+ * its regular files hold (a sparse file counts its data, not its holes,
+ * and is written sparse). The footprint may not exceed @max_bytes, nor
+ * @max_ratio times the archive's own size once past @ratio_floor (small
+ * archives of small files are fine whatever their ratio). */
 struct tarx_limits {
-	uint64_t max_bytes;	/* sum of regular file sizes */
+	uint64_t max_bytes;
 	uint64_t max_entries;
+	uint64_t max_ratio;	/* 0: no ratio limit */
+	uint64_t ratio_floor;
 };
 
 #define TARX_DEFAULT_MAX_BYTES (4ull << 30)
 #define TARX_DEFAULT_MAX_ENTRIES 100000ull
+/* gzip tops out near 1030:1 on zeros; real layers are 2-10:1. */
+#define TARX_DEFAULT_MAX_RATIO 100ull
+#define TARX_DEFAULT_RATIO_FLOOR (16ull << 20)
+#define TARX_DEFAULT_LIMITS                                                   \
+	{ TARX_DEFAULT_MAX_BYTES, TARX_DEFAULT_MAX_ENTRIES, TARX_DEFAULT_MAX_RATIO, \
+	  TARX_DEFAULT_RATIO_FLOOR }
 
 /* Why an archive was refused: the entry and the reason (static). */
 struct tarx_error {
@@ -28,12 +41,16 @@ struct tarx_error {
 };
 
 /* Extract the archive read from @src_fd into directory @dest_abs (an
- * absolute path that must not exist yet; it is created). Returns 0,
+ * absolute path that must not exist yet; it is created 0700). Entries keep
+ * their permission bits without set-id bits and group/other write, plus
+ * owner read (and, for directories, owner write and search): privacy comes
+ * from the directories above @dest_abs. On success *@footprint (may be
+ * NULL) is the extracted footprint in bytes. Returns 0,
  * -EPERM (refused entry: see @err), -EFBIG (limits), -EINVAL (not an
  * archive or corrupt), or another -errno. On failure @dest_abs may be
  * partly filled: the caller removes it. */
 int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim,
-		 struct tarx_error *err);
+		 struct tarx_error *err, uint64_t *footprint);
 
 /* Is @path (an entry name) a safe relative path? Leading "./" allowed. */
 bool tarx_path_ok(const char *path);
@@ -43,7 +60,8 @@ bool tarx_path_ok(const char *path);
  * "a/../x": "a" may be a link itself). */
 bool tarx_symlink_ok(const char *path, const char *target);
 
-/* Remove a directory tree (extraction leftovers). */
+/* Remove a directory tree (extraction leftovers), making its directories
+ * writable first so that users other than root can empty 0555 ones. */
 int tarx_remove_tree(const char *path);
 
 #endif

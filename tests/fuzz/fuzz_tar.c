@@ -126,7 +126,7 @@ static void extract(const uint8_t *data, size_t size)
 		perror("memfd");
 		abort();
 	}
-	ret = tarx_extract(memfd, dest, &lim, &err);
+	ret = tarx_extract(memfd, dest, &lim, &err, NULL);
 	FUZZ_ASSERT(ret <= 0);
 	if (ret == -EPERM || ret == -EFBIG)
 		FUZZ_ASSERT(err.reason != NULL);
