@@ -22,6 +22,7 @@
 #include "platform.h"
 #include "ref.h"
 #include "registries.h"
+#include "signatures.h"
 #include "stats.h"
 #include "tree_impl.h"
 
@@ -169,6 +170,12 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 	ret = parse_or_log(what, digest, body, len, content_type, &top);
 	if (ret < 0)
 		return ret;
+	/* The policy first: nothing more of an unverified artifact is fetched. */
+	ret = signatures_check(t, reg, repo, digest, what);
+	if (ret < 0) {
+		manifest_free(top);
+		return ret;
+	}
 	a = calloc(1, sizeof(*a));
 	if (!a) {
 		manifest_free(top);
@@ -325,6 +332,10 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 		if (ret == 0)
 			ret = artifact_publish(t, reg, repo, got, rm.body, rm.len,
 					       rm.content_type, what, out);
+		/* Refused by the policy: the tag answer stands (and the
+		 * verdict is kept), so asking again costs no request. */
+		if (ret == -EKEYREJECTED)
+			tags_store(t, reg, repo, tag, got, true);
 		if (ret < 0)
 			goto out_free;
 	}

@@ -24,6 +24,7 @@
 #include "tree.h"
 #include "blobcache.h"
 #include "client.h"
+#include "cosign.h"
 
 struct options {
 	char *cache;
@@ -52,11 +53,13 @@ struct options {
 	char *mirror_tags;
 	unsigned mirror_backoff;
 	char *mirrors_conf;
+	char **verify;		/* NULL-terminated key paths of -o verify=cosign:, owned */
+	size_t n_verify;
 	char *args[2];		/* positional: [SOURCE] MOUNTPOINT */
 	size_t n_args;
 };
 
-enum { KEY_REGISTRY, KEY_INSECURE, KEY_MIRROR, KEY_DEBUG };
+enum { KEY_REGISTRY, KEY_INSECURE, KEY_MIRROR, KEY_VERIFY, KEY_DEBUG };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -81,6 +84,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("registry=%s", KEY_REGISTRY),
 	FUSE_OPT_KEY("insecure=%s", KEY_INSECURE),
 	FUSE_OPT_KEY("mirror=%s", KEY_MIRROR),
+	FUSE_OPT_KEY("verify=%s", KEY_VERIFY),
 	OPT("mirror_tags=%s", mirror_tags),
 	OPT("mirror_backoff=%u", mirror_backoff),
 	OPT("mirrors_conf=%s", mirrors_conf),
@@ -119,6 +123,8 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 		return push(&o->insecure, &o->n_insecure, strchr(arg, '=') + 1);
 	case KEY_MIRROR:
 		return push(&o->mirrors, &o->n_mirrors, strchr(arg, '=') + 1);
+	case KEY_VERIFY:	/* checked in main() */
+		return push(&o->verify, &o->n_verify, strchr(arg, '=') + 1);
 	case KEY_DEBUG:
 		o->debug = 1;
 		return 1;	/* keep it for libfuse too */
@@ -407,6 +413,9 @@ static void usage(const char *prog)
 	       "                           how long a failing mirror is skipped (default 30)\n"
 	       "    -o mirrors_conf=PATH   mirrors file (default ~/.config/ocifs/mirrors.conf\n"
 	       "                           and /etc/ocifs/mirrors.conf)\n"
+	       "    -o verify=cosign:PATH  show only artifacts with a cosign signature that\n"
+	       "                           verifies with the PEM public key at PATH\n"
+	       "                           (repeatable: any of the keys; see ocifs(1))\n"
 	       "    -o cafile=PATH         trust the CAs in PATH (PEM) besides the system's\n"
 	       "    -o authfile=PATH       read credentials only from PATH (docker\n"
 	       "                           config.json or podman auth.json format)\n"
@@ -664,6 +673,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop = NULL;
 	struct fuse *fuse = NULL;
 	struct tree_opts to;
+	struct cosign_keys *keys = NULL;	/* until tree_new() takes them */
 	char root[2048] = "";
 	int ret = 1;
 
@@ -776,6 +786,26 @@ int main(int argc, char *argv[])
 		o.authfile = abs;
 	}
 
+	for (size_t i = 0; i < o.n_verify; i++) {
+		if (strncmp(o.verify[i], "cosign:", 7) || !o.verify[i][7]) {
+			fprintf(stderr, "ocifs: -o verify=%s: want verify=cosign:PATH (a public "
+				"key)\n", o.verify[i]);
+			ret = 1;
+			goto out_args;
+		}
+		memmove(o.verify[i], o.verify[i] + 7, strlen(o.verify[i] + 7) + 1);
+	}
+	if (o.n_verify) {
+		char why[512] = "";
+		ret = cosign_keys_load((const char *const *)o.verify, o.n_verify, &keys, why,
+				       sizeof(why));
+		if (ret < 0) {
+			fprintf(stderr, "ocifs: -o %s\n", why[0] ? why : strerror(-ret));
+			ret = 1;
+			goto out_args;
+		}
+	}
+
 	to = (struct tree_opts){
 		.root = root,
 		.cache_dir = o.cache,
@@ -793,6 +823,7 @@ int main(int argc, char *argv[])
 		.mirrors = (const char *const *)o.mirrors,
 		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
 		.mirror_backoff = o.mirror_backoff,
+		.verify_keys = keys,
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
@@ -865,6 +896,9 @@ out_args:
 	for (size_t i = 0; i < o.n_mirrors; i++)
 		free(o.mirrors[i]);
 	free(o.mirrors);
+	for (size_t i = 0; i < o.n_verify; i++)
+		free(o.verify[i]);
+	free(o.verify);
 	free(o.mirror_tags);
 	free(o.mirrors_conf);
 	free(o.registries);

@@ -111,6 +111,9 @@ int resolve(struct tree *t, const char *path, struct resolved *r)
 		} else {
 			continue;
 		}
+		/* Refused by -o verify= (and logged): final. */
+		if (ret == -EKEYREJECTED)
+			return -EACCES;
 		/* Docker Hub and others deny what does not exist as they deny
 		 * what is private: a longer prefix may still be the repository. */
 		if (ret == -EACCES) {

@@ -20,8 +20,10 @@
 #include "files.h"
 #include "log.h"
 #include "manifest.h"
+#include "referrers.h"
 #include "registries.h"
 #include "serve.h"
+#include "signatures.h"
 #include "stats.h"
 #include "tree_impl.h"
 
@@ -73,8 +75,10 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	int ret;
 
 	t = calloc(1, sizeof(*t));
-	if (!t)
+	if (!t || signatures_new(o->verify_keys, &t->sigs) < 0) {
+		free(t);
 		return -ENOMEM;
+	}
 	ro.trace_arg = t;
 	snprintf(t->root, sizeof(t->root), "%s", o->root ? o->root : "");
 	t->stats = stats_new();
@@ -103,6 +107,8 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 		ret = artifacts_new(&t->arts);
 	if (ret == 0)
 		ret = openfiles_new(&t->files);
+	if (ret == 0)
+		ret = referrers_new(&t->refs);
 	if (ret < 0)
 		goto out_free;
 	*out = t;
@@ -117,6 +123,8 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	openfiles_free(t, t->files);
+	referrers_free(t->refs);
+	signatures_free(t->sigs);
 	artifacts_free(t->arts);
 	dircache_free(t->dc);
 	registries_free(t->regs);

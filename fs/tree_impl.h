@@ -15,6 +15,8 @@
  *   serve.c       the files of an artifact: blobs and extracted layers
  *   listing.c     readdir
  *   files.c       open files
+ *   signatures.c  the verify= policy and its verdicts
+ *   referrers.c   OCI 1.1 referrers (API or tag-schema fallback)
  */
 #ifndef OCIFS_TREE_IMPL_H
 #define OCIFS_TREE_IMPL_H
@@ -44,6 +46,8 @@ struct tree {
 	struct dircache *dc;		/* dircache.c */
 	struct artifacts *arts;		/* artifacts.c */
 	struct openfiles *files;	/* files.c */
+	struct signatures *sigs;	/* signatures.c: the verify= policy */
+	struct referrers *refs;		/* referrers.c */
 };
 
 /* Monotonic seconds: cache ages. */

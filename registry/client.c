@@ -173,9 +173,11 @@ static bool is_digest(const char *reference)
 	return !strncmp(reference, "sha256:", 7);
 }
 
-int regclient_get_manifest(struct regclient *rc, const char *registry, const char *repo,
-			   const char *reference, unsigned skip, unsigned *source,
-			   struct reg_manifest *out, struct reg_error *err)
+/* GET @name's document at /v2/<name>/@what (a manifest or a referrers
+ * index), capped at MANIFEST_MAX_BYTES, through the mirrors when @routed. */
+static int get_document(struct regclient *rc, const char *registry, const char *repo,
+			const char *what, const char *accept, bool routed, unsigned skip,
+			unsigned *source, struct reg_manifest *out, struct reg_error *err)
 {
 	struct xfer x = { .cap = MANIFEST_MAX_BYTES };
 	char *name = NULL, *scope = NULL, *path = NULL;
@@ -183,13 +185,13 @@ int regclient_get_manifest(struct regclient *rc, const char *registry, const cha
 
 	name = ref_registry_repository(registry, repo);
 	scope = name ? pull_scope(name) : NULL;
-	if (!scope || asprintf(&path, "/v2/%s/manifests/%s", name, reference) < 0) {
+	if (!scope || asprintf(&path, "/v2/%s/%s", name, what) < 0) {
 		path = NULL;
 		goto out_free;
 	}
 	struct req rq = { .authn = &rc->auth, .registry = registry, .repo = name,
-			  .scope = scope, .path = path, .accept = MANIFEST_ACCEPT };
-	ret = do_routed(rc, &rq, is_digest(reference) || rc->mirror_tags, skip, source, &x, err);
+			  .scope = scope, .path = path, .accept = accept };
+	ret = do_routed(rc, &rq, routed, skip, source, &x, err);
 	if (ret < 0)
 		goto out_free;
 	out->body = x.buf ? x.buf : strdup("");
@@ -207,6 +209,36 @@ out_free:
 	free(scope);
 	free(name);
 	return ret;
+}
+
+int regclient_get_manifest(struct regclient *rc, const char *registry, const char *repo,
+			   const char *reference, unsigned skip, unsigned *source,
+			   struct reg_manifest *out, struct reg_error *err)
+{
+	char what[REF_TAG_MAX + 80];
+
+	if ((size_t)snprintf(what, sizeof(what), "manifests/%s", reference) >= sizeof(what))
+		return -EINVAL;
+	return get_document(rc, registry, repo, what, MANIFEST_ACCEPT,
+			    is_digest(reference) || rc->mirror_tags, skip, source, out, err);
+}
+
+int regclient_get_referrers(struct regclient *rc, const char *registry, const char *repo,
+			    const char *digest, const char *artifact_type,
+			    struct reg_manifest *out, struct reg_error *err)
+{
+	char what[512];
+	int n;
+
+	/* artifactType is a media type: only '+' needs escaping in a query. */
+	n = snprintf(what, sizeof(what), "referrers/%s%s", digest,
+		     artifact_type ? "?artifactType=" : "");
+	for (const char *c = artifact_type; c && *c && n > 0 && (size_t)n < sizeof(what); c++)
+		n += snprintf(what + n, sizeof(what) - (size_t)n, *c == '+' ? "%%2B" : "%c", *c);
+	if (n < 0 || (size_t)n >= sizeof(what))
+		return -EINVAL;
+	return get_document(rc, registry, repo, what, "application/vnd.oci.image.index.v1+json",
+			    false, 0, NULL, out, err);
 }
 
 /* Link: </v2/_catalog?last=x&n=100>; rel="next" -> the path and query to

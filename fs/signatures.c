@@ -1,0 +1,365 @@
+/* signatures.c - the verify= policy and its verdicts. signatures.lock
+ * guards the verdict table; keys are read-only after creation. */
+#include "signatures.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "artifacts.h"
+#include "blobcache.h"
+#include "client.h"
+#include "cosign.h"
+#include "log.h"
+#include "manifest.h"
+#include "referrers.h"
+#include "registries.h"
+#include "serve.h"
+#include "simplesign.h"
+#include "tree_impl.h"
+
+#define VERDICT_BUCKETS 256
+
+struct verdict {
+	struct verdict *next;
+	int ret;		/* 0 verified, -EKEYREJECTED refused */
+	time_t at;
+	char key[];		/* "<registry>/<repo>@<digest>" */
+};
+
+struct signatures {
+	struct cosign_keys *keys;	/* NULL: no policy; read-only */
+	pthread_mutex_t lock;
+	struct verdict *bucket[VERDICT_BUCKETS];	/* lock */
+	size_t n;					/* lock */
+};
+
+int signatures_new(struct cosign_keys *keys, struct signatures **out)
+{
+	struct signatures *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		cosign_keys_free(keys);
+		return -ENOMEM;
+	}
+	s->keys = keys;
+	pthread_mutex_init(&s->lock, NULL);
+	*out = s;
+	return 0;
+}
+
+static void free_chain(struct verdict *v)
+{
+	while (v) {
+		struct verdict *next = v->next;
+		free(v);
+		v = next;
+	}
+}
+
+void signatures_free(struct signatures *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < VERDICT_BUCKETS; i++)
+		free_chain(s->bucket[i]);
+	cosign_keys_free(s->keys);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static size_t bucket_of(const char *key)
+{
+	size_t h = 5381;
+
+	for (const unsigned char *c = (const unsigned char *)key; *c; c++)
+		h = h * 33 + *c;
+	return h % VERDICT_BUCKETS;
+}
+
+/* The verdict held for @key: 1 and *ret, or 0 (none, or a refusal that
+ * is older than tag_ttl). */
+static int verdict_get(struct tree *t, const char *key, int *ret)
+{
+	struct signatures *s = t->sigs;
+	int found = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct verdict *v = s->bucket[bucket_of(key)]; v; v = v->next) {
+		if (strcmp(v->key, key))
+			continue;
+		if (v->ret == 0 || tree_fresh(t, v->at)) {
+			*ret = v->ret;
+			found = 1;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+static void verdict_put(struct tree *t, const char *key, int ret)
+{
+	struct signatures *s = t->sigs;
+	size_t b = bucket_of(key), len = strlen(key) + 1;
+	struct verdict *v;
+
+	pthread_mutex_lock(&s->lock);
+	for (v = s->bucket[b]; v; v = v->next)
+		if (!strcmp(v->key, key))
+			break;
+	if (!v) {
+		/* Bounded: a full table drops this bucket's verdicts, which
+		 * only costs asking again. */
+		if (s->n >= SIG_VERDICTS_MAX) {
+			for (struct verdict *o = s->bucket[b]; o; o = o->next)
+				s->n--;
+			free_chain(s->bucket[b]);
+			s->bucket[b] = NULL;
+		}
+		v = malloc(sizeof(*v) + len);
+		if (!v)
+			goto out_unlock;
+		memcpy(v->key, key, len);
+		v->next = s->bucket[b];
+		s->bucket[b] = v;
+		s->n++;
+	}
+	v->ret = ret;
+	v->at = tree_now();
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* What was found, for the one log line. */
+struct report {
+	char text[1024];
+};
+
+static void report_add(struct report *r, const char *fmt, ...)
+{
+	size_t used = strlen(r->text);
+	va_list ap;
+	int n;
+
+	if (used + 4 >= sizeof(r->text))
+		return;
+	if (used) {
+		memcpy(r->text + used, "; ", 3);
+		used += 2;
+	}
+	va_start(ap, fmt);
+	n = vsnprintf(r->text + used, sizeof(r->text) - used, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(r->text) - used)
+		memcpy(r->text + sizeof(r->text) - 4, "...", 4);
+}
+
+struct check {
+	struct tree *t;
+	const char *reg, *repo, *digest;
+	struct report rep;
+	int transport_err;	/* a lookup that failed for want of the registry */
+	unsigned found;		/* signature layers seen */
+	size_t key;		/* on success: the key, and where */
+	char where[160];
+};
+
+/* Read a cached blob of at most @max bytes from @fd (closed). */
+static int read_fd(int fd, size_t max, char **buf, size_t *len)
+{
+	char *b = malloc(max ? max : 1);
+	size_t got = 0;
+	ssize_t n = 0;
+
+	if (!b) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (got < max && (n = read(fd, b + got, max - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	if (n < 0) {
+		free(b);
+		return -EIO;
+	}
+	*buf = b;
+	*len = got;
+	return 0;
+}
+
+/* A blob or manifest of the artifact's repository, by digest, through the
+ * blob cache (verified, and kept for offline use). */
+static int fetch_cached(struct check *c, const char *digest, uint64_t size, bool manifest,
+			size_t max, char **buf, size_t *len)
+{
+	struct artifact a = { .registry = (char *)c->reg, .repo = (char *)c->repo,
+			      .digest = (char *)c->digest };
+	int fd;
+
+	if (size > max)
+		return -EFBIG;
+	fd = serve_open_blob(c->t, &a, digest, size, manifest);
+	if (fd < 0)
+		return fd;
+	return read_fd(fd, (size_t)size, buf, len);
+}
+
+static int fetch_payload(void *arg, const struct descriptor *d, char **buf, size_t *len)
+{
+	return fetch_cached(arg, d->digest, d->size, false, COSIGN_PAYLOAD_MAX, buf, len);
+}
+
+/* Verify signature manifest @body (from @source) for the artifact. */
+static int check_manifest(struct check *c, const char *source, const char *body, size_t len,
+			  const char *ctype)
+{
+	struct cosign_outcome o;
+	struct manifest *m = NULL;
+	const char *why = NULL;
+	int ret = manifest_parse(body, len, ctype, &m, &why);
+
+	if (ret < 0) {
+		report_add(&c->rep, "%s: malformed manifest (%s)", source,
+			   why ? why : strerror(-ret));
+		return ret == -ENOMEM ? ret : -EACCES;
+	}
+	ret = cosign_verify_manifest(c->t->sigs->keys, m, c->reg, c->repo, c->digest,
+				     fetch_payload, c, &o);
+	manifest_free(m);
+	c->found += o.signatures;
+	if (ret == 0) {
+		c->key = o.key;
+		snprintf(c->where, sizeof(c->where), "%s, payload %.19s%s", source, o.layer,
+			 o.fetched ? "" : " (cosign's own, not fetched)");
+		return 0;
+	}
+	report_add(&c->rep, "%s: %u signature%s: %s", source, o.signatures,
+		   o.signatures == 1 ? "" : "s", o.why);
+	if (ret != -EACCES && !c->transport_err)
+		c->transport_err = ret;
+	return ret;
+}
+
+/* cosign's tag-based discovery: sha256-<hex>.sig. */
+static int check_sig_tag(struct check *c)
+{
+	struct reg_manifest rm = { 0 };
+	struct reg_error err;
+	char tag[80], got[72];
+	int ret;
+
+	snprintf(tag, sizeof(tag), "sha256-%.64s.sig", c->digest + 7);
+	ret = reg_gate(c->t, c->reg, &err);
+	if (ret == 0) {
+		ret = regclient_get_manifest(c->t->rc, c->reg, c->repo, tag, 0, NULL, &rm, &err);
+		reg_outcome(c->t, c->reg, ret, &err);
+	}
+	if (ret == -ENOENT) {
+		report_add(&c->rep, "no %s tag", tag);
+		return -EACCES;
+	}
+	if (ret < 0) {
+		report_add(&c->rep, "%s: %s", tag, err.message[0] ? err.message : strerror(-ret));
+		c->transport_err = ret;
+		return ret;
+	}
+	blobcache_digest_of(rm.body, rm.len, got);
+	if (rm.digest_header && strcmp(rm.digest_header, got)) {
+		report_add(&c->rep, "%s: manifest hashes to %s, not %s", tag, got,
+			   rm.digest_header);
+		ret = -EACCES;
+		goto out_release;
+	}
+	(void)blobcache_put(c->t->bc, got, rm.body, rm.len);	/* for offline use */
+	ret = check_manifest(c, tag, rm.body, rm.len, rm.content_type);
+out_release:
+	reg_manifest_release(&rm);
+	return ret;
+}
+
+/* OCI 1.1 referrers of cosign's signature type. */
+static int check_referrers(struct check *c)
+{
+	struct manifest *idx = NULL;
+	const char *via = "referrers";
+	unsigned seen = 0;
+	int ret = referrers_index(c->t, c->reg, c->repo, c->digest, COSIGN_SIG_ARTIFACT_TYPE,
+				  &idx, &via);
+
+	if (ret < 0) {
+		report_add(&c->rep, "referrers: %s", strerror(-ret));
+		if (ret != -ENOMEM)
+			c->transport_err = ret;
+		return ret;
+	}
+	ret = -EACCES;
+	for (size_t i = 0; i < idx->n_layers && ret != 0; i++) {
+		const struct descriptor *d = &idx->layers[i];
+		char *body = NULL, source[128];
+		size_t len = 0;
+		int r;
+
+		if (!d->artifact_type || strcmp(d->artifact_type, COSIGN_SIG_ARTIFACT_TYPE))
+			continue;
+		if (++seen > SIG_REFERRERS_MAX) {
+			report_add(&c->rep, "more than %d referrer signatures: rest not checked",
+				   SIG_REFERRERS_MAX);
+			break;
+		}
+		snprintf(source, sizeof(source), "referrer %.19s", d->digest);
+		r = fetch_cached(c, d->digest, d->size, true, MANIFEST_MAX_BYTES, &body, &len);
+		if (r < 0) {
+			report_add(&c->rep, "%s: %s", source, strerror(-r));
+			if (r != -ENOENT && r != -EFBIG && r != -EIO)
+				c->transport_err = r;
+			continue;
+		}
+		ret = check_manifest(c, source, body, len, d->media_type);
+		free(body);
+	}
+	if (!seen)
+		report_add(&c->rep, "no cosign referrer (from %s)", via);
+	manifest_free(idx);
+	return ret;
+}
+
+int signatures_check(struct tree *t, const char *reg, const char *repo, const char *digest,
+		     const char *what)
+{
+	struct check c = { .t = t, .reg = reg, .repo = repo, .digest = digest };
+	char key[1600];
+	int ret;
+
+	if (!cosign_keys_count(t->sigs->keys))
+		return 0;
+	snprintf(key, sizeof(key), "%s/%s@%s", reg, repo, digest);
+	if (verdict_get(t, key, &ret))
+		return ret;
+	ret = check_sig_tag(&c);
+	if (ret != 0 && ret != -ENOMEM)
+		ret = check_referrers(&c);
+	if (ret == 0) {
+		log_msg(LOG_INFO, "%s: verified (verify=cosign): %s by %s", what, c.where,
+			cosign_key_name(t->sigs->keys, c.key));
+		verdict_put(t, key, 0);
+		return 0;
+	}
+	if (ret == -ENOMEM)
+		return ret;
+	if (c.transport_err) {
+		/* Not a verdict: nothing is shown, and the next look asks again. */
+		log_msg(LOG_ERR, "%s: not shown (verify=cosign): signatures could not be looked "
+			"up: %s", what, c.rep.text);
+		return c.transport_err;
+	}
+	log_msg(LOG_ERR, "%s: refused (verify=cosign): %s%s", what,
+		c.found ? "" : "no signature: ", c.rep.text);
+	verdict_put(t, key, -EKEYREJECTED);
+	return -EKEYREJECTED;
+}

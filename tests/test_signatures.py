@@ -1,0 +1,363 @@
+"""Integration tests: cosign signatures and referrers (issue 15), over a real registry.
+
+The contract:
+
+    ocifs -o verify=cosign:KEY.pub[,verify=cosign:OTHER.pub] ... MNT
+
+  * an artifact is shown only when one of its cosign signatures verifies with one
+    of the keys: a simple-signing payload layer whose annotation
+    dev.cosignproject.cosign/signature signs the payload, which claims the digest
+    the reference resolved to and names its repository;
+  * signatures are found under cosign's sha256-<hex>.sig tag and as OCI 1.1
+    referrers (the referrers API, else the sha256-<hex> tag-schema index);
+  * anything else is EACCES with one log line naming the reference, what was
+    found and why it failed, and nothing of the artifact is fetched beyond its
+    manifest and signature;
+  * a cosign payload costs no request (ocifs predicts cosign's bytes and checks
+    them against the layer digest): a signed artifact costs one extra request;
+  * verdicts are kept per manifest digest: a verified artifact keeps working
+    while the registry is down;
+  * /.ocifs/referrers/<registry>/<repo>/<ref>/ lists the referrers, and the
+    artifact directory's user.oci.referrers xattr names them.
+
+The signatures are made by fixtures/cosign.py in exactly cosign's format.
+"""
+
+import errno
+import json
+import os
+import re
+import time
+import uuid
+
+import pytest
+
+from fixtures import cosign
+from fixtures.cosign import Key, Signature, identity, sign_referrer, sign_tag, sig_tag
+from fixtures.faultproxy import FaultProxy
+from fixtures.push import OCI_INDEX, Client, platform, push_artifact, push_index
+from fixtures.registry import wait_for
+
+ELF_PATH = "/usr/bin/sha256sum"
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def errno_of(fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for kind in ("ecdsa", "rsa", "ed25519"):
+        k = Key.generate(kind)
+        k.path = k.write_pub(d / ("%s.pub" % kind))
+        out[kind] = k
+    other = Key.generate("ecdsa")
+    other.path = other.write_pub(d / "other.pub")
+    out["other"] = other
+    return out
+
+
+def provider(client, repo, tag="1.0"):
+    """A seed-000 provider: one manifest, a binary layer per platform."""
+    elf = read(ELF_PATH)
+    files = []
+    for os_name, arch in [("linux", "amd64"), ("linux", "arm64"), ("darwin", "arm64")]:
+        data = elf if (os_name, arch) == ("linux", "amd64") else os.urandom(2048)
+        files.append(("bin/%s-%s/provider" % (os_name, arch), data,
+                      "application/vnd.sourceplane.bin.%s-%s" % (os_name, arch)))
+    return push_artifact(client, repo, [tag], files,
+                         artifact_type="application/vnd.sourceplane.provider.v1")
+
+
+def new_repo(prefix="sig"):
+    return "%s/%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def vmount(mount_factory, registry, *keys_, opts=(), **kw):
+    o = ["registry=" + registry.host, "platform=linux/amd64"]
+    o += ["verify=cosign:" + k.path for k in keys_]
+    return mount_factory(opts=o + list(opts), **kw)
+
+
+def art(m, registry, repo, ref="1.0"):
+    return os.path.join(m.path, registry.host, repo, ref)
+
+
+def artifact_gets(registry, pushed, since):
+    """GETs of the artifact's own blobs (config and layers)."""
+    n = 0
+    for b in pushed.blobs():
+        n += registry.count("GET", "/v2/%s/blobs/%s" % (re.escape(pushed.repo),
+                                                         re.escape(b.digest)), since=since)
+    return n
+
+
+def refused_line(m, ref):
+    lines = [ln for ln in m.log_text().splitlines() if ref in ln and "verify=cosign" in ln]
+    assert len(lines) == 1, m.log_text()
+    return lines[0]
+
+
+def assert_refused(m, registry, pushed, since, why, ref=None):
+    d = art(m, registry, pushed.repo)
+    assert errno_of(os.listdir, d) == errno.EACCES
+    assert errno_of(read, os.path.join(d, "provider")) == errno.EACCES
+    assert artifact_gets(registry, pushed, since) == 0
+    line = refused_line(m, ref or "%s/%s:1.0" % (registry.host, pushed.repo))
+    assert why in line, line
+    return line
+
+
+# --- verification -------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa", "ed25519"])
+def test_signed_artifact_is_served(registry, client, mount_factory, keys, kind):
+    repo = new_repo()
+    p = provider(client, repo)
+    sign_tag(client, repo, p.digest, [Signature.make(keys[kind], identity(registry.host, repo),
+                                                     p.digest)])
+    m = vmount(mount_factory, registry, keys[kind])
+    t0 = registry.mark()
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+    # one extra request: the .sig manifest; cosign's payload is predicted
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (repo, sig_tag(p.digest)), t0) == 1
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 1   # the binary only
+    assert registry.count("GET", "/v2/%s/referrers/.*" % repo, t0) == 0
+
+
+def test_without_verify_no_signature_requests(registry, client, mount_factory):
+    repo = new_repo()
+    p = provider(client, repo)
+    m = mount_factory(opts=["registry=" + registry.host, "platform=linux/amd64"])
+    t0 = registry.mark()
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+    assert registry.count("GET", "/v2/%s/manifests/sha256-.*" % repo, t0) == 0
+    assert p.digest
+
+
+def test_other_key_refused(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    sign_tag(client, repo, p.digest, [Signature.make(keys["other"],
+                                                     identity(registry.host, repo), p.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    line = assert_refused(m, registry, p, t0, "not signed by the key")
+    assert sig_tag(p.digest) in line
+
+
+def test_any_of_several_keys(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    sign_tag(client, repo, p.digest, [Signature.make(keys["rsa"], identity(registry.host, repo),
+                                                     p.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"], keys["rsa"])
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+
+
+def test_tampered_payload_refused(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    good = Signature.make(keys["ecdsa"], identity(registry.host, repo), p.digest,
+                          optional={"creator": "ci"})
+    bad = Signature(good.payload.replace(b'"ci"', b'"me"'), good.signature)
+    sign_tag(client, repo, p.digest, [bad])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert_refused(m, registry, p, t0, "not signed by the key")
+    # the payload had to be fetched: it is not cosign's own
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 1
+
+
+def test_payload_for_another_digest_refused(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    q = provider(client, repo, tag="2.0")
+    sign_tag(client, repo, p.digest, [Signature.make(keys["ecdsa"],
+                                                     identity(registry.host, repo), q.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert_refused(m, registry, p, t0, "payload is for " + q.digest)
+
+
+def test_signature_of_another_repository_refused(registry, client, mount_factory, keys):
+    a, b = new_repo(), new_repo()
+    pa = provider(client, a)
+    pb = provider(client, b)
+    assert pa.digest != pb.digest or True
+    # b's artifact, carrying a signature made for a (a copied .sig)
+    sign_tag(client, b, pb.digest, [Signature.make(keys["ecdsa"], identity(registry.host, a),
+                                                   pb.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert_refused(m, registry, pb, t0, "another repository")
+
+
+def test_missing_signature_refused(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    line = assert_refused(m, registry, p, t0, "no signature")
+    assert sig_tag(p.digest) in line
+    # the .sig tag, the referrers API and its tag-schema fallback, once each
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (repo, sig_tag(p.digest)), t0) == 1
+    assert registry.count("GET", "/v2/%s/referrers/%s" % (repo, p.digest), t0) == 1
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (
+        repo, p.digest.replace(":", "-")), t0) == 1
+    # the refusal is remembered: asking again costs nothing
+    t1 = registry.mark()
+    assert errno_of(os.listdir, art(m, registry, repo)) == errno.EACCES
+    assert registry.count(None, "/v2/%s/.*" % repo, t1) == 0
+
+
+def test_two_signatures_one_verifies(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    ident = identity(registry.host, repo)
+    sign_tag(client, repo, p.digest, [Signature.make(keys["other"], ident, p.digest),
+                                      Signature.make(keys["ecdsa"], ident, p.digest,
+                                                     optional={"build": "42"})])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+    # the good one's payload is not cosign's default: fetched (1) + the binary (1)
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 2
+
+
+def test_index_signature_covers_its_platform_manifest(registry, client, mount_factory, keys):
+    repo = new_repo()
+    amd = push_artifact(client, repo, [], [("provider", read(ELF_PATH), None)])
+    arm = push_artifact(client, repo, [], [("provider", os.urandom(512), None)])
+    idx = push_index(client, repo, ["1.0"], [(amd, platform("linux", "amd64")),
+                                             (arm, platform("linux", "arm64"))])
+    sign_tag(client, repo, idx.digest, [Signature.make(keys["ecdsa"],
+                                                       identity(registry.host, repo),
+                                                       idx.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+
+
+def test_platform_manifest_signature_does_not_cover_the_index(registry, client,
+                                                              mount_factory, keys):
+    repo = new_repo()
+    amd = push_artifact(client, repo, [], [("provider", read(ELF_PATH), None)])
+    arm = push_artifact(client, repo, [], [("provider", os.urandom(512), None)])
+    idx = push_index(client, repo, ["1.0"], [(amd, platform("linux", "amd64")),
+                                             (arm, platform("linux", "arm64"))])
+    sign_tag(client, repo, amd.digest, [Signature.make(keys["ecdsa"],
+                                                       identity(registry.host, repo),
+                                                       amd.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert errno_of(os.listdir, art(m, registry, repo)) == errno.EACCES
+    # nothing of the index's platform manifest was fetched for the refused index
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (repo, amd.digest), t0) == 0
+    refused_line(m, "%s/%s:1.0" % (registry.host, repo))
+    # the platform manifest by digest is signed
+    assert read(os.path.join(art(m, registry, repo, amd.digest), "provider")) == read(ELF_PATH)
+    assert idx.digest
+
+
+def test_registry_down_keeps_verified_artifact(registry_factory, mount_factory, keys):
+    reg = registry_factory()
+    c = Client(reg.host)
+    repo = new_repo()
+    p = provider(c, repo)
+    sign_tag(c, repo, p.digest, [Signature.make(keys["ecdsa"], identity(reg.host, repo),
+                                                p.digest)])
+    m = vmount(mount_factory, reg, keys["ecdsa"], opts=["tag_ttl=1", "timeout=2"])
+    path = os.path.join(art(m, reg, repo), "provider")
+    assert read(path) == read(ELF_PATH)
+    t_warm = time.monotonic()
+    reg.stop()
+    wait_for(lambda: time.monotonic() - t_warm > 1.2, 5, what="tag_ttl=1 to expire")
+    # the tag answer is stale and the registry gone: the cached digest and its
+    # verdict still serve
+    assert read(path) == read(ELF_PATH)
+    assert "provider" in os.listdir(os.path.dirname(path))
+
+
+def test_reference_mount_same_policy(registry, client, mount_factory, keys):
+    from fixtures.mount import MountError
+    signed, unsigned = new_repo(), new_repo()
+    p = provider(client, signed)
+    sign_tag(client, signed, p.digest, [Signature.make(keys["ecdsa"],
+                                                       identity(registry.host, signed),
+                                                       p.digest)])
+    provider(client, unsigned)
+    o = ["platform=linux/amd64", "verify=cosign:" + keys["ecdsa"].path]
+    m = mount_factory(opts=o, args=["%s/%s:1.0" % (registry.host, signed)])
+    assert read(os.path.join(m.path, "provider")) == read(ELF_PATH)
+    bad = mount_factory(opts=o, args=["%s/%s:1.0" % (registry.host, unsigned)], mount=False)
+    with pytest.raises(MountError) as e:
+        bad.mount()
+    assert "access denied" in str(e.value)
+    assert "refused (verify=cosign): no signature" in str(e.value)
+
+
+# --- OCI 1.1 referrers --------------------------------------------------------
+
+def test_referrer_signature_via_tag_schema(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    sign_referrer(client, repo, p, [Signature.make(keys["ecdsa"],
+                                                   identity(registry.host, repo), p.digest)])
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+    # .sig (404), referrers API (404), sha256-<hex> index, the referrer manifest
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (
+        repo, p.digest.replace(":", "-")), t0) == 1
+    assert registry.count("GET", "/v2/%s/manifests/sha256:.*" % repo, t0) == 1
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 1   # the binary
+
+
+def test_referrer_signature_via_referrers_api(registry, client, mount_factory, keys):
+    """A registry with the referrers API (a proxy adding it to docker-registry):
+    one referrers request, and the tag-schema index is not asked for."""
+    repo = new_repo()
+    p = provider(client, repo)
+    proxy = FaultProxy(registry.url)
+    try:
+        # signed for the name the mount knows the registry by
+        _, _, ref = sign_referrer(client, repo, p, [Signature.make(
+            keys["ecdsa"], identity(proxy.host, repo), p.digest)], index_tag=False)
+        proxy.add(r"/v2/%s/referrers/%s" % (repo, p.digest), "replace",
+                  body=cosign.referrers_index([ref]), content_type=OCI_INDEX, digest=False)
+        o = ["registry=" + proxy.host, "platform=linux/amd64",
+             "verify=cosign:" + keys["ecdsa"].path]
+        m = mount_factory(opts=o)
+        d = os.path.join(m.path, proxy.host, repo, "1.0")
+        assert read(os.path.join(d, "provider")) == read(ELF_PATH)
+        assert len(proxy.seen(r"/v2/%s/referrers/.*" % repo)) == 1
+        assert not proxy.seen(r"/v2/%s/manifests/%s" % (repo, p.digest.replace(":", "-")))
+        assert len(proxy.seen(r"/v2/%s/manifests/%s" % (repo, ref["digest"]))) == 1
+    finally:
+        proxy.stop()
+
+
+# --- options ------------------------------------------------------------------
+
+def test_bad_key_refuses_to_mount(registry, mount_factory, tmp_path):
+    from fixtures.mount import MountError
+    bad = tmp_path / "bad.pub"
+    bad.write_text("not a key\n")
+    for spec, why in [("cosign:" + str(bad), "BEGIN PUBLIC KEY"),
+                      ("cosign:" + str(tmp_path / "missing.pub"), "No such file"),
+                      ("gpg:" + str(bad), "cosign:")]:
+        m = mount_factory(opts=["registry=" + registry.host, "verify=" + spec], mount=False)
+        with pytest.raises(MountError) as e:
+            m.mount()
+        assert why in str(e.value), str(e.value)
