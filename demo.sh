@@ -3,26 +3,31 @@
 # artifacts, mount ocifs and look around.  The mount stays up afterwards.
 #
 #   ./demo.sh          set up (or set up again) and show the demo
-#   ./demo.sh stop     unmount, stop the registry, remove /tmp/ocifs-demo
+#   ./demo.sh stop     unmount, stop the registry, remove the demo directory
 #   ./demo.sh status   show what is running
 #
-# Run as root on Debian bookworm (or as a user with sudo for apt-get).
+# Run as root on Debian bookworm (or as a user with sudo for apt-get). It
+# installs what ocifs and its test suite need (`meson test -C build` then runs
+# with nothing skipped). The demo lives in a fresh private directory made with
+# mktemp -d (or $OCIFS_DEMO_DIR, which must not exist yet); build/demo-state
+# remembers it for `stop` and `status`.
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-STATE="${OCIFS_DEMO_DIR:-/tmp/ocifs-demo}"
-MNT="$STATE/mnt"
-CACHE="$STATE/cache"
 BUILD="$SRC/build"
 OCIFS="$BUILD/ocifs"
+STATE_FILE="$BUILD/demo-state"
+STATE=""
 
+# Build, run, and test (.ci/run adds the sanitizer and fuzzing tools).
 PACKAGES=(
 	meson ninja-build pkg-config gcc
 	libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libssl-dev libarchive-dev
 	docker-registry
 	python3 python3-pytest
-	curl attr groff-base man-db
+	apache2-utils openssl python3-jwt python3-cryptography
+	curl attr groff-base man-db skopeo rsync
 	ca-certificates util-linux procps
 )
 
@@ -88,8 +93,40 @@ is_mounted() {
 	awk -v m="$MNT" '$2 == m { found = 1 } END { exit !found }' /proc/self/mounts
 }
 
+# The demo directory of the last run, if it is still ours: a real
+# directory (not a symlink) owned by us and private.
+load_state() {
+	local d
+	STATE=""
+	[ -f "$STATE_FILE" ] || return 1
+	d="$(cat "$STATE_FILE")"
+	if [ -n "$d" ] && [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ]; then
+		STATE="$d"
+		MNT="$STATE/mnt"
+		CACHE="$STATE/cache"
+		return 0
+	fi
+	rm -f "$STATE_FILE"
+	return 1
+}
+
+new_state() {
+	if [ -n "${OCIFS_DEMO_DIR:-}" ]; then
+		# mkdir without -p: fails if it exists (someone else's, a symlink)
+		mkdir -m 0700 "$OCIFS_DEMO_DIR" || die "OCIFS_DEMO_DIR=$OCIFS_DEMO_DIR must not exist yet"
+		STATE="$(cd "$OCIFS_DEMO_DIR" && pwd)"
+	else
+		STATE="$(mktemp -d "${TMPDIR:-/tmp}/ocifs-demo.XXXXXXXX")"
+	fi
+	MNT="$STATE/mnt"
+	CACHE="$STATE/cache"
+	mkdir "$MNT" "$CACHE"
+	echo "$STATE" >"$STATE_FILE"
+}
+
 stop() {
 	local pid
+	load_state || return 0
 	if is_mounted; then
 		echo "unmounting $MNT"
 		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null ||
@@ -125,10 +162,11 @@ stop() {
 		fi
 		rm -rf "$STATE"
 	fi
+	rm -f "$STATE_FILE"
 }
 
 status() {
-	if [ ! -d "$STATE" ]; then
+	if ! load_state; then
 		echo "demo not running"
 		return 0
 	fi
@@ -145,7 +183,7 @@ start_registry() {
 	local port
 	port="$(free_port)"
 	HOST="127.0.0.1:$port"
-	mkdir -p "$STATE/registry-data"
+	mkdir "$STATE/registry-data"
 	cat >"$STATE/registry.yml" <<-EOF
 		version: 0.1
 		log:
@@ -183,11 +221,12 @@ push_demo() {
 	say "Pushing demo artifacts"
 	[ -f "$SRC/tests/fixtures/push.py" ] || die "tests/fixtures/push.py not found"
 	"$PYTHON" "$SRC/tests/fixtures/push.py" demo "$HOST"
+	# seed 000: a provider with one binary layer per platform (~4.4 MB each)
+	"$PYTHON" "$SRC/tests/fixtures/push.py" provider "$HOST" sourceplane/lite-ci:v0.2.0
 }
 
 mount_ocifs() {
 	say "Mounting ocifs on $MNT"
-	mkdir -p "$MNT" "$CACHE"
 	printf '\033[36m$ %s\033[0m\n' "build/ocifs -o registry=$HOST -o cache=$CACHE $MNT"
 	"$OCIFS" -o "registry=$HOST" -o "cache=$CACHE" "$MNT" 2>"$STATE/ocifs.log" ||
 		{ cat "$STATE/ocifs.log" >&2; die "ocifs failed to mount"; }
@@ -222,6 +261,13 @@ tour() {
 	show "ls -lR acme/tools/cli/v1"
 	show "sh acme/tools/cli/v1/bin/tool"
 	show "ls -l demo/docker-style/latest demo/docker-style/latest/blobs/sha256"
+	local P="sourceplane/lite-ci/v0.2.0"
+	say "A provider built for four platforms (shared/seeds/000): only this machine's binary is there"
+	show "ls -l $P"
+	show "ls -lR $P/bin $P/assets"
+	show "$P/entrypoint"
+	say "The other platforms' layers were never downloaded"
+	show "grep -E '\"(blob_requests|bytes_fetched|bytes_saved_by_platform)\"' $MNT/.ocifs/stats"
 	say "Every blob read so far was fetched once, verified and cached by digest"
 	show "ls $CACHE/blobs/sha256"
 	say "The mount is read-only"
@@ -231,11 +277,11 @@ tour() {
 start() {
 	install_packages
 	build
-	if [ -d "$STATE" ]; then
+	if load_state; then
 		say "Stopping the previous demo"
 		stop
 	fi
-	mkdir -p "$STATE"
+	new_state
 	start_registry
 	push_demo
 	mount_ocifs

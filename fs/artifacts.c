@@ -67,9 +67,9 @@ void artifacts_free(struct artifacts *as)
 	free(as);
 }
 
-static void warn_log(void *arg, const char *msg)
+static void warn_log(void *arg, bool expected, const char *msg)
 {
-	log_msg(LOG_WARNING, "%s: %s", (const char *)arg, msg);
+	log_msg(expected ? LOG_INFO : LOG_WARNING, "%s: %s", (const char *)arg, msg);
 }
 
 static struct artifact *artifact_find(struct tree *t, const char *reg, const char *repo,
@@ -154,6 +154,38 @@ static int parse_or_log(const char *what, const char *digest, const char *body, 
 	return 0;
 }
 
+/* What choosing this platform from an index saved: the other platforms'
+ * manifests, configs and layers, as far as this mount knows them without a
+ * request (manifests already in the cache). The rest is counted as unread
+ * platform manifests: never fetched only to be counted. */
+static void count_other_platforms(struct tree *t, const struct aview *v)
+{
+	uint64_t saved = 0;
+	int unread = 0;
+
+	for (size_t i = 0; i < v->index->n_layers; i++) {
+		const struct descriptor *d = &v->index->layers[i];
+		struct manifest *m = NULL;
+		char *body = NULL;
+		size_t len = 0;
+
+		if (v->digest && !strcmp(d->digest, v->digest))
+			continue;
+		if (blobcache_read_all(t->bc, d->digest, MANIFEST_MAX_BYTES, &body, &len) < 0 ||
+		    manifest_parse(body, len, d->media_type, &m, &(const char *){ NULL }) < 0) {
+			unread++;
+		} else {
+			saved += d->size + (m->has_config ? m->config.size : 0);
+			for (size_t k = 0; m->kind == MANIFEST_IMAGE && k < m->n_layers; k++)
+				saved += m->layers[k].size;
+		}
+		manifest_free(m);
+		free(body);
+	}
+	stats_saved(t->stats, saved);
+	stats_platform_unread(t->stats, unread);
+}
+
 /* Build the view of verified manifest bytes (choosing this platform's
  * manifest from an index) and publish it. */
 static int artifact_publish(struct tree *t, const char *reg, const char *repo,
@@ -234,10 +266,13 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 		a = NULL;
 	}
 	pthread_mutex_unlock(&t->arts->lock);
-	if (a)
+	if (a) {
 		artifact_free(a);	/* another thread won the race */
-	else
+	} else {
 		stats_saved(t->stats, b->v->skipped);
+		if (b->v->index)
+			count_other_platforms(t, b->v);
+	}
 	*out = b;
 	ret = 0;
 	goto out_body;

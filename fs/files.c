@@ -97,6 +97,8 @@ static int do_open(struct tree *t, struct target *g, struct tree_file *f)
 		ret = openat(blobcache_root_fd(t->bc), g->ext, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (ret < 0)
 			ret = errno == ELOOP ? -EINVAL : -errno;
+		else
+			stats_open(t->stats, true);	/* served from the extracted layer */
 		return ret;
 	}
 	if (!e || e->kind == AE_DIR || e->kind == AE_ARCHIVE)

@@ -120,6 +120,8 @@ static int extract(struct tree *t, const struct artifact *a, const char *digest,
 	struct tarx_error err;
 	int ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
 
+	if (f.fetched)
+		stats_open(t->stats, false);	/* a download, like a cold open */
 	if (ret == -EBADMSG) {
 		log_msg(LOG_ERR, "%s/%s@%s: layer %s failed verification; not cached",
 			a->registry, a->repo, a->digest, digest);
@@ -193,7 +195,7 @@ int serve_extracted_path(struct tree *t, struct artifact *a, const struct aentry
 	ret = extract(t, a, e->digest, e->size, false);
 	if (ret < 0)
 		return ret;
-	snprintf(out, len, "extract/sha256/%s%s%s", e->digest + 7, rest && *rest ? "/" : "",
-		 rest ? rest : "");
+	snprintf(out, len, "extract/sha256/%s%s%s%s%s", e->digest + 7, e->subdir ? "/" : "",
+		 e->subdir ? e->subdir : "", rest && *rest ? "/" : "", rest ? rest : "");
 	return 0;
 }

@@ -33,6 +33,7 @@ struct stats {
 	uint64_t requests, manifest_requests, blob_requests, list_requests, failed_requests;
 	uint64_t cache_hits, cache_misses;
 	uint64_t bytes_fetched, bytes_saved, bytes_served, downloads, downloads_failed;
+	uint64_t unread_platforms;	/* other platforms' manifests not read */
 	double download_seconds;
 	struct host_count hosts[HOSTS_MAX];
 	size_t n_hosts;
@@ -127,6 +128,14 @@ void stats_saved(struct stats *s, uint64_t bytes)
 {
 	pthread_mutex_lock(&s->lock);
 	s->bytes_saved += bytes;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void stats_platform_unread(struct stats *s, int delta)
+{
+	pthread_mutex_lock(&s->lock);
+	if (delta >= 0 || s->unread_platforms >= (uint64_t)-delta)
+		s->unread_platforms += (uint64_t)(int64_t)delta;
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -268,11 +277,12 @@ int stats_json(struct stats *s, char **out, size_t *len)
 	put(&o, "  \"cache_hits\": %llu,\n  \"cache_misses\": %llu,\n"
 		"  \"bytes_fetched\": %llu,\n  \"bytes_served_from_cache\": %llu,\n"
 		"  \"bytes_saved_by_platform\": %llu,\n"
+		"  \"platform_manifests_unread\": %llu,\n"
 		"  \"downloads\": %llu,\n  \"downloads_failed\": %llu,\n"
 		"  \"download_seconds\": %.3f,\n",
 	    (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses,
 	    (unsigned long long)s->bytes_fetched, (unsigned long long)s->bytes_served,
-	    (unsigned long long)s->bytes_saved,
+	    (unsigned long long)s->bytes_saved, (unsigned long long)s->unread_platforms,
 	    (unsigned long long)s->downloads, (unsigned long long)s->downloads_failed,
 	    s->download_seconds);
 	put(&o, "  \"hosts\": {");

@@ -25,8 +25,14 @@ void stats_open(struct stats *s, bool hit);
 /* Bytes served to readers from the cache. */
 void stats_served(struct stats *s, uint64_t bytes);
 
-/* Bytes of other platforms' layers that an artifact did not need. */
+/* Bytes of other platforms' layers (and, from an index, manifests and
+ * configs) that an artifact did not need. */
 void stats_saved(struct stats *s, uint64_t bytes);
+
+/* Other platforms' manifests of an index that were not read, so whose
+ * layers bytes_saved_by_platform cannot count (+n when an index is
+ * resolved, -1 when one of them is read later, e.g. by the layout view). */
+void stats_platform_unread(struct stats *s, int delta);
 
 /* A blob download: begin (NULL on ENOMEM: the calls below accept NULL),
  * progress (bytes since the last call; 0 with @restart starts over) and

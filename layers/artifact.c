@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,17 +15,6 @@
 
 #define WALK_DEPTH_MAX 16
 #define WALK_ENTRIES_MAX 20000
-
-static void warnf(aview_warn_fn warn, void *arg, const char *fmt, const char *a,
-		  const char *b)
-{
-	char msg[1024];
-
-	if (!warn)
-		return;
-	snprintf(msg, sizeof(msg), fmt, a, b);
-	warn(arg, msg);
-}
 
 static struct aentry *add(struct aview *v, const char *path, enum aentry_kind kind)
 {
@@ -104,16 +94,6 @@ static struct aentry *add_file(struct aview *v, const char *path, enum aentry_ki
 	return e;
 }
 
-/* A name a layer's title asks for. blobs/ holds only blobs/sha256/<hex>
- * of that very digest (the OCI layout), so no title goes there. */
-static struct aentry *add_titled(struct aview *v, const char *path, enum aentry_kind kind,
-				 const struct descriptor *d)
-{
-	if (!strncmp(path, "blobs/", 6))
-		return NULL;
-	return add_file(v, path, kind, d);
-}
-
 static int add_blob(struct aview *v, const struct descriptor *d, enum aentry_kind kind)
 {
 	char path[96];
@@ -168,12 +148,130 @@ static bool is_container_image(const struct manifest *m)
 	       !strcmp(mt, "application/vnd.docker.container.image.v1+json");
 }
 
+/* A program the artifact names itself: a binary titled bin/..., .../bin/...
+ * or .../entrypoint. Where there is one, no fallback is guessed. */
+static bool titled_program(const struct descriptor *d)
+{
+	const char *t = d->title;
+
+	return t && binary_like(d) &&
+	       (!strncmp(t, "bin/", 4) || strstr(t, "/bin/") || !strcmp(base_name(t), "entrypoint"));
+}
+
+/* May @d hold the legacy fallback binary? An oras directory holds only
+ * <title>/...: one named bin (bin/<os>/<arch>/entrypoint) or after a
+ * platform can; assets/ cannot. */
+static bool fallback_candidate(const struct descriptor *d)
+{
+	if (!platform_layer_may_hold_binaries(d))
+		return false;
+	if (!platform_layer_is_oras_dir(d) || !d->title)
+		return true;
+	return !strcmp(d->title, "bin") || !strncmp(d->title, "bin/", 4) ||
+	       platform_in_name(d->title, NULL);
+}
+
+/* @s for a log line: printable ASCII as is, anything else as \xNN, so a
+ * refused name cannot spoof the log either. */
+static void escape(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (const unsigned char *c = (const unsigned char *)s; *c && o + 5 < len; c++) {
+		if (*c >= 0x20 && *c < 0x7f && *c != '\\' && *c != '"')
+			out[o++] = (char)*c;
+		else
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *c);
+	}
+	out[o] = '\0';
+}
+
+struct viewlog {
+	aview_warn_fn fn;
+	void *arg;
+};
+
+static void __attribute__((format(printf, 3, 4))) note(const struct viewlog *l, bool expected,
+						       const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!l->fn)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	l->fn(l->arg, expected, msg);
+}
+
+/* One layer of this platform (or of none) into the view. Names:
+ * its title (an oras directory: the directory it was packed from), else
+ * layer<N>; an archive also as <name>.d/; this platform's binary also at
+ * the top, by the title's base name or as "entrypoint". */
+static int add_layer(struct aview *v, size_t i, enum layer_class c, const struct viewlog *l)
+{
+	const struct descriptor *d = &v->m->layers[i];
+	bool program = c == LAYER_THIS && binary_like(d);
+	char name[4200], esc[1024];
+	struct aentry *e = NULL;
+
+	if (d->refused_title) {
+		escape(d->refused_title, esc, sizeof(esc));
+		note(l, false, "layer %s: title \"%s\" refused (not a plain relative name); "
+		     "shown as layer%zu", d->digest, esc, i);
+	}
+	if (d->title && !strncmp(d->title, "blobs/", 6)) {
+		/* blobs/ holds only blobs/sha256/<hex> of that very digest. */
+		e = NULL;
+	} else if (d->title && platform_layer_is_oras_dir(d)) {
+		/* oras pull unpacks it into <title>/; so do we. */
+		e = add_file(v, d->title, AE_ARCHIVE, d);
+		if (e) {
+			e->subdir = d->title;
+			return 0;
+		}
+	} else if (d->title) {
+		e = add_file(v, d->title, AE_BLOB, d);
+	}
+	if (!e && d->title) {
+		escape(d->title, esc, sizeof(esc));
+		note(l, false, "layer %s: title \"%s\" clashes with another entry; shown as "
+		     "layer%zu", d->digest, esc, i);
+	}
+	if (!e) {
+		snprintf(name, sizeof(name), "layer%zu", i);
+		e = add_file(v, name, AE_BLOB, d);
+		if (!e)
+			return -ENOMEM;	/* layer<N> cannot clash but with memory */
+	}
+	if (program)
+		e->mode = 0555;
+	if (platform_layer_is_archive(d)) {
+		snprintf(name, sizeof(name), "%s.d", e->path);
+		if (!add_file(v, name, AE_ARCHIVE, d)) {
+			escape(name, esc, sizeof(esc));
+			note(l, false, "layer %s: \"%s\" clashes with another entry; its contents "
+			     "are not browsable", d->digest, esc);
+		}
+	}
+	if (program) {
+		/* The binary at the top: by its base name, else "entrypoint". */
+		const char *top = d->title && strchr(d->title, '/') ? base_name(d->title) :
+				  !d->title ? "entrypoint" : NULL;
+		if (top && (e = add_file(v, top, AE_BLOB, d)))
+			e->mode = 0555;
+	}
+	return 0;
+}
+
 static int build_image(struct aview *v, const struct oci_platform *p, aview_warn_fn warn,
 		       void *warn_arg)
 {
 	const struct manifest *m = v->m;
+	const struct viewlog l = { warn, warn_arg };
 	struct descriptor self = { 0 };
-	bool have_this = false, have_candidate = false;
+	bool have_this = false, have_candidate = false, have_program = false;
 	struct aentry *e;
 	int ret;
 
@@ -194,54 +292,41 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 			return ret;
 	}
 	for (size_t i = 0; i < m->n_layers; i++) {
-		const struct descriptor *d = &m->layers[i];
-		enum layer_class c = platform_layer_class(d, p);
-		char name[4200];
-
-		ret = add_blob(v, d, AE_BLOB);
+		ret = add_blob(v, &m->layers[i], AE_BLOB);
 		if (ret < 0)
 			return ret;
-		if (c == LAYER_OTHER) {
-			v->skipped += d->size;
-			continue;	/* not listed, never fetched */
-		}
-		have_this |= c == LAYER_THIS;
-		have_candidate |= platform_layer_may_hold_binaries(d);
-		if (platform_layer_is_archive(d)) {
-			if (d->title)
-				snprintf(name, sizeof(name), "%s.d", d->title);
-			else
-				snprintf(name, sizeof(name), "layer%zu.d", i);
-			e = add_titled(v, name, AE_ARCHIVE, d);
-			if (e)
-				e->mode = 0555;
-		}
-		if (!d->title) {
-			/* This platform's untitled binary: "entrypoint". */
-			if (c == LAYER_THIS && binary_like(d) &&
-			    (e = add_file(v, "entrypoint", AE_BLOB, d)))
-				e->mode = 0555;
-			continue;
-		}
-		e = add_titled(v, d->title, AE_BLOB, d);
-		if (!e) {
-			warnf(warn, warn_arg, "layer %s: title \"%s\" clashes with another "
-			      "entry; it is only under blobs/", d->digest, d->title);
-			continue;
-		}
-		if (c == LAYER_THIS && binary_like(d)) {
-			e->mode = 0555;
-			/* This platform's binary, also at the top by its base name. */
-			if (strchr(d->title, '/')) {
-				e = add_file(v, base_name(d->title), AE_BLOB, d);
-				if (e)
-					e->mode = 0555;
+	}
+	/* Titled layers first: a title wins a name over layer<N> and over a
+	 * base name shown at the top. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < m->n_layers; i++) {
+			const struct descriptor *d = &m->layers[i];
+			enum layer_class c = platform_layer_class(d, p);
+
+			if (c == LAYER_OTHER) {
+				if (pass == 0) {
+					v->skipped += d->size;
+					note(&l, true, "layer %s (%s, %llu bytes) is for another "
+					     "platform; not shown", d->digest, d->media_type,
+					     (unsigned long long)d->size);
+				}
+				continue;	/* not listed, never fetched */
 			}
+			if ((pass == 0) != (d->title != NULL))
+				continue;
+			have_this |= c == LAYER_THIS;
+			have_candidate |= fallback_candidate(d);
+			have_program |= titled_program(d);
+			ret = add_layer(v, i, c, &l);
+			if (ret < 0)
+				return ret;
 		}
 	}
 	/* Container images run through a runtime, not from the mount: only
-	 * artifacts get the legacy fallback. */
-	if (!have_this && have_candidate && !is_container_image(m) && !taken(v, "entrypoint")) {
+	 * artifacts get the legacy fallback, and only those that name no
+	 * program of their own. */
+	if (!have_this && have_candidate && !have_program && !is_container_image(m) &&
+	    !taken(v, "entrypoint")) {
 		e = add_file(v, "entrypoint", AE_FALLBACK, NULL);
 		if (!e)
 			return -ENOMEM;
@@ -367,8 +452,7 @@ size_t aview_fallback_layers(const struct aview *v, const struct oci_platform *p
 		return 0;
 	for (size_t i = 0; i < v->m->n_layers && n < max; i++) {
 		const struct descriptor *d = &v->m->layers[i];
-		if (platform_layer_may_hold_binaries(d) &&
-		    platform_layer_class(d, p) != LAYER_OTHER)
+		if (fallback_candidate(d) && platform_layer_class(d, p) != LAYER_OTHER)
 			out[n++] = (int)i;
 	}
 	/* Largest first: the multi-platform binaries dwarf the rest. */

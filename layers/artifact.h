@@ -4,13 +4,20 @@
  * from, if any) and never changes afterwards; it borrows nothing: strings
  * in its entries point into the manifests it owns.
  *
- * Entries (paths relative to the artifact directory):
+ * Entries (paths relative to the artifact directory), what `oras pull`
+ * gives for this platform plus the metadata:
  *   manifest.json, config.json, oci-layout, index.json
- *   <title>                 each layer of this or every platform
- *   <basename of title>     this platform's binary (0555)
- *   <title>.d/              an archive layer, browsable (extracted)
+ *   <title>                 each layer of this or every platform; an oras
+ *                           directory layer (io.deis.oras.content.unpack)
+ *                           is the directory it was packed from
+ *   layer<N>                a layer without a (usable) title, N its index
+ *   <name>.d/               an archive layer, browsable (extracted)
+ *   <basename of title>     this platform's binary (0555); "entrypoint"
+ *                           when it has no title
  *   entrypoint              legacy fallback: this platform's file from a
- *                           multi-platform archive (resolved lazily)
+ *                           multi-platform archive (resolved lazily), when
+ *                           no layer is marked for this platform and none
+ *                           is titled as a program (bin/..., entrypoint)
  *   blobs/sha256/<hex>      every blob, manifest and index
  */
 #ifndef OCIFS_ARTIFACT_H
@@ -37,6 +44,8 @@ struct aentry {
 	enum aentry_kind kind;
 	mode_t mode;		/* permission bits */
 	const char *digest;	/* blob, or the archive layer */
+	const char *subdir;	/* AE_ARCHIVE: the directory inside the archive
+				 * shown here (an oras directory), or NULL */
 	uint64_t size;
 	const char *media_type;
 	const char *annotations;
@@ -57,7 +66,9 @@ struct aview {
 	size_t n, cap;
 };
 
-typedef void (*aview_warn_fn)(void *arg, const char *msg);
+/* Told once per layer or entry left out of the view, with why. @expected:
+ * the normal case (another platform's layer), not a fault of the artifact. */
+typedef void (*aview_warn_fn)(void *arg, bool expected, const char *msg);
 
 /* Build the view. Takes ownership of @index and @m (either may be NULL,
  * not both) also on failure. Returns 0 or -ENOMEM. */

@@ -200,6 +200,13 @@ static bool ends_with(const char *s, const char *suffix)
 	return n >= k && !strcmp(s + n - k, suffix);
 }
 
+bool platform_layer_is_oras_dir(const struct descriptor *d)
+{
+	/* annotations is compact JSON (manifest.h): no spaces to expect. */
+	return d->annotations &&
+	       strstr(d->annotations, "\"io.deis.oras.content.unpack\":\"true\"");
+}
+
 bool platform_layer_is_archive(const struct descriptor *d)
 {
 	const char *mt = d->media_type;
@@ -209,8 +216,7 @@ bool platform_layer_is_archive(const struct descriptor *d)
 	    ends_with(mt, ".tar") || ends_with(mt, "+tar") || ends_with(mt, ".tar+gzip") ||
 	    ends_with(mt, ".tar.gzip") || ends_with(mt, ".tar.gz") || ends_with(mt, "tar+zstd"))
 		return true;
-	/* oras marks directories it packed. */
-	if (d->annotations && strstr(d->annotations, "\"io.deis.oras.content.unpack\":\"true\""))
+	if (platform_layer_is_oras_dir(d))
 		return true;
 	return t && (ends_with(t, ".tar") || ends_with(t, ".tar.gz") || ends_with(t, ".tgz"));
 }

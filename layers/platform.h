@@ -58,6 +58,10 @@ bool platform_in_name(const char *s, struct oci_platform *out);
  * ending in .tar, .tar.gz or .tgz, or a directory oras packed? */
 bool platform_layer_is_archive(const struct descriptor *d);
 
+/* Is @d a directory `oras push DIR` packed (tar+gzip whose entries are
+ * under <title>/, annotated io.deis.oras.content.unpack: "true")? */
+bool platform_layer_is_oras_dir(const struct descriptor *d);
+
 /* Might @d be a legacy multi-platform archive? Archives, and the generic
  * application/vnd.oras.v1 and application/gzip types (seed 000). */
 bool platform_layer_may_hold_binaries(const struct descriptor *d);

@@ -9,6 +9,23 @@
 
 #define TITLE_KEY "org.opencontainers.image.title"
 
+/* Characters that make a name display as another one: C1 controls,
+ * the bidirectional marks, embeddings, overrides and isolates (U+061C,
+ * U+200E-U+200F, U+202A-U+202E, U+2066-U+2069) and the line and paragraph
+ * separators (U+2028-U+2029). @c is UTF-8 (jansson checked it). */
+static bool spoofing_char(const unsigned char *c)
+{
+	if (c[0] == 0xc2)
+		return c[1] >= 0x80 && c[1] <= 0x9f;
+	if (c[0] == 0xd8)
+		return c[1] == 0x9c;
+	if (c[0] == 0xe2 && c[1] == 0x80)
+		return (c[2] >= 0x8e && c[2] <= 0x8f) || (c[2] >= 0xa8 && c[2] <= 0xae);
+	if (c[0] == 0xe2 && c[1] == 0x81)
+		return c[2] >= 0xa6 && c[2] <= 0xa9;
+	return false;
+}
+
 bool manifest_title_is_safe(const char *t)
 {
 	const char *p = t;
@@ -16,7 +33,7 @@ bool manifest_title_is_safe(const char *t)
 	if (!t || !*t || *t == '/')
 		return false;
 	for (const unsigned char *c = (const unsigned char *)t; *c; c++)
-		if (*c < 0x20 || *c == 0x7f)
+		if (*c < 0x20 || *c == 0x7f || spoofing_char(c))
 			return false;
 	for (;;) {
 		const char *slash = strchr(p, '/');
@@ -43,6 +60,7 @@ static void descriptor_release(struct descriptor *d)
 	free(d->media_type);
 	free(d->digest);
 	free(d->title);
+	free(d->refused_title);
 	free(d->artifact_type);
 	free(d->annotations);
 	free(d->platform.os);
@@ -95,11 +113,12 @@ static int descriptor_parse(json_t *j, struct descriptor *d, const char **why)
 
 	json_t *ann = json_object_get(j, "annotations");
 	const char *title = json_string_value(json_object_get(ann, TITLE_KEY));
-	if (title && manifest_title_is_safe(title)) {
+	if (title && manifest_title_is_safe(title))
 		d->title = strdup(title);
-		if (!d->title)
-			goto out_nomem;
-	}
+	else if (title)
+		d->refused_title = strdup(title);
+	if (title && !d->title && !d->refused_title)
+		goto out_nomem;
 
 	plat = json_object_get(j, "platform");
 	if (json_is_object(plat)) {

@@ -38,6 +38,8 @@ struct descriptor {
 	char *digest;		/* validated "sha256:<hex>" */
 	uint64_t size;
 	char *title;		/* org.opencontainers.image.title if safe, else NULL */
+	char *refused_title;	/* the title as sent when it was not safe, else NULL
+				 * (for messages only: escape it before printing) */
 	char *artifact_type;	/* may be NULL */
 	char *annotations;	/* compact JSON object text, NULL if none */
 	bool has_platform;
@@ -64,7 +66,9 @@ int manifest_parse(const void *buf, size_t len, const char *content_type,
 void manifest_free(struct manifest *m);
 
 /* A title is safe as a relative path: no empty, "." or ".." components,
- * no leading '/', no control characters, components < 256 bytes. */
+ * no leading '/', no control characters (C0, DEL, C1), no bidirectional
+ * marks, overrides or isolates (U+202E makes "exe.txt" look like "txt.exe"
+ * in ls), components < 256 bytes. */
 bool manifest_title_is_safe(const char *title);
 
 #endif

@@ -66,6 +66,8 @@ int main(void)
 		CHECK_STR(m->layers[0].title, "bin/lite");
 		CHECK(m->layers[0].size == 4400000);
 		CHECK(m->layers[1].title == NULL);	/* unsafe title dropped */
+		CHECK_STR(m->layers[1].refused_title, "../evil");	/* kept for the log */
+		CHECK(m->layers[0].refused_title == NULL);
 		CHECK(m->layers[1].size == 0);
 		CHECK_STR(m->annotations, "{\"a\":\"b\"}");
 		manifest_free(m);
@@ -117,6 +119,14 @@ int main(void)
 		{ "a", 1 }, { "a/b", 1 }, { "bin/linux/amd64/entrypoint", 1 }, { "a.b..c", 1 },
 		{ "", 0 }, { "/a", 0 }, { "a/../b", 0 }, { "..", 0 }, { ".", 0 }, { "a//b", 0 },
 		{ "a/", 0 }, { "a\nb", 0 }, { "a\x7f", 0 }, { "a/./b", 0 },
+		/* names that display as other names */
+		{ "evil\xe2\x80\xae" "txt.exe", 0 },	/* U+202E RIGHT-TO-LEFT OVERRIDE */
+		{ "a\xe2\x80\xaa" "b", 0 }, { "a\xe2\x81\xa6" "b", 0 }, { "a\xe2\x81\xa9", 0 },
+		{ "a\xe2\x80\x8f", 0 }, { "a\xd8\x9c", 0 }, { "a\xc2\x85" "b", 0 },
+		{ "a\xe2\x80\xa8" "b", 0 },
+		/* ordinary non-ASCII stays */
+		{ "caf\xc3\xa9/\xe2\x82\xac.txt", 1 }, { "\xe2\x80\x94" "dash", 1 },
+		{ "\xd8\xa8", 1 }, { "\xc2\xa9", 1 },
 	};
 	for (size_t i = 0; i < sizeof(titles) / sizeof(titles[0]); i++)
 		if (manifest_title_is_safe(titles[i].t) != titles[i].ok) {

@@ -31,6 +31,142 @@ static struct descriptor desc(const char *mt, const char *title)
 	return d;
 }
 
+/* The messages a view told, joined by newlines. */
+struct told {
+	char text[8192];
+	int expected, faults;
+};
+
+static void tell(void *arg, bool expected, const char *msg)
+{
+	struct told *t = arg;
+	size_t n = strlen(t->text);
+
+	snprintf(t->text + n, sizeof(t->text) - n, "%s\n", msg);
+	if (expected)
+		t->expected++;
+	else
+		t->faults++;
+}
+
+static struct aview *view_of(const char *json, const char *platform, struct told *t)
+{
+	struct oci_platform p = P(platform);
+	struct manifest *m = NULL;
+	struct aview *v = NULL;
+
+	memset(t, 0, sizeof(*t));
+	CHECK(manifest_parse(json, strlen(json), NULL, &m, NULL) == 0);
+	if (m)
+		CHECK(aview_build(NULL, NULL, 0, m, H("9"), strlen(json), &p, tell, t, &v) == 0);
+	return v;
+}
+
+#define LAYER(mt, hex, size, ann) \
+	"{\"mediaType\":\"" mt "\",\"digest\":\"" H(hex) "\",\"size\":" #size ann "}"
+#define TITLE(t) ",\"annotations\":{\"org.opencontainers.image.title\":\"" t "\"}"
+#define MANIFEST(layers) \
+	"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\"," \
+	"\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"" H("0") \
+	"\",\"size\":2},\"layers\":[" layers "]}"
+
+/* What oras pull gives: an oras directory is a directory, untitled
+ * layers are layer<N>, a refused or clashing title is told and shown
+ * as layer<N>, other platforms' layers are told and left out. */
+static void test_view_names(void)
+{
+	static const char oras[] = MANIFEST(
+		LAYER("application/vnd.oci.image.layer.v1.tar+gzip", "1", 10,
+		      ",\"annotations\":{\"io.deis.oras.content.digest\":\"" H("8") "\","
+		      "\"io.deis.oras.content.unpack\":\"true\","
+		      "\"org.opencontainers.image.title\":\"assets\"}") ","
+		LAYER("application/octet-stream", "2", 20, "") ","
+		LAYER("application/vnd.oci.image.layer.v1.tar", "3", 30, "") ","
+		LAYER("text/plain", "4", 40, TITLE("../evil.txt")) ","
+		LAYER("text/plain", "5", 50, TITLE("evil\xe2\x80\xae" "txt.exe")) ","
+		LAYER("text/plain", "6", 60, TITLE("manifest.json")) ","
+		LAYER("application/vnd.x.bin.linux-arm64", "7", 70, ""));
+	struct told t;
+	const char *rest;
+	struct aview *v = view_of(oras, "linux/amd64", &t);
+
+	if (!v)
+		return;
+	const struct aentry *e = aview_lookup(v, "assets", &rest);
+	CHECK(e && e->kind == AE_ARCHIVE && e->subdir && !strcmp(e->subdir, "assets"));
+	e = aview_lookup(v, "assets/schemas/x.json", &rest);
+	CHECK(e && e->kind == AE_ARCHIVE && rest && !strcmp(rest, "schemas/x.json"));
+	CHECK(aview_lookup(v, "assets.d", &rest) == NULL);	/* no raw archive beside it */
+	e = aview_lookup(v, "layer1", &rest);
+	CHECK(e && e->kind == AE_BLOB && e->size == 20 && e->mode == 0444);
+	e = aview_lookup(v, "layer2", &rest);
+	CHECK(e && e->kind == AE_BLOB && e->size == 30);
+	e = aview_lookup(v, "layer2.d", &rest);
+	CHECK(e && e->kind == AE_ARCHIVE && !e->subdir);
+	CHECK(aview_lookup(v, "layer3", &rest) && aview_lookup(v, "layer4", &rest));
+	e = aview_lookup(v, "layer5", &rest);
+	CHECK(e && e->size == 60);
+	e = aview_lookup(v, "manifest.json", &rest);
+	CHECK(e && e->kind == AE_MANIFEST);
+	CHECK(aview_lookup(v, "layer6", &rest) == NULL);
+	for (size_t i = 0; i < v->n; i++)	/* the spoofing name is nowhere */
+		CHECK(!strstr(v->e[i].path, "\xe2\x80\xae") && !strstr(v->e[i].path, ".."));
+	CHECK(strstr(t.text, "layer " H("4") ": title \"../evil.txt\" refused"));
+	CHECK(strstr(t.text, "title \"evil\\xe2\\x80\\xaetxt.exe\" refused"));
+	CHECK(strstr(t.text, "shown as layer4"));
+	CHECK(strstr(t.text, "layer " H("6") ": title \"manifest.json\" clashes"));
+	CHECK(strstr(t.text, "layer " H("7") " (application/vnd.x.bin.linux-arm64, 70 bytes) is "
+			     "for another platform"));
+	CHECK(!strstr(t.text, "\xe2\x80\xae"));	/* the log cannot be spoofed either */
+	CHECK(t.expected == 1 && t.faults == 3);
+	CHECK(v->skipped == 70);
+	aview_free(v);
+
+	/* A titled program and a tar layer (issue 12): no fallback
+	 * "entrypoint" that would then be ENOENT. */
+	static const char tool[] = MANIFEST(
+		LAYER("application/octet-stream", "1", 10, TITLE("bin/tool")) ","
+		LAYER("application/vnd.oci.image.layer.v1.tar", "2", 20, TITLE("data.tar")));
+	v = view_of(tool, "linux/amd64", &t);
+	if (v) {
+		CHECK(aview_lookup(v, "bin/tool", &rest) != NULL);
+		CHECK(aview_lookup(v, "data.tar.d", &rest) != NULL);
+		CHECK(aview_lookup(v, "entrypoint", &rest) == NULL);
+		CHECK(t.faults == 0 && t.expected == 0);
+		aview_free(v);
+	}
+
+	/* Seed 000's legacy shape (oras directories): the fallback stays. */
+	static const char legacy[] = MANIFEST(
+		LAYER("application/vnd.oras.v1", "1", 10, TITLE("thin.provider.yaml")) ","
+		LAYER("application/vnd.oci.image.layer.v1.tar+gzip", "2", 20,
+		      ",\"annotations\":{\"io.deis.oras.content.unpack\":\"true\","
+		      "\"org.opencontainers.image.title\":\"bin\"}"));
+	v = view_of(legacy, "linux/amd64", &t);
+	if (v) {
+		const struct aentry *f = aview_lookup(v, "entrypoint", &rest);
+		CHECK(f && f->kind == AE_FALLBACK && f->mode == 0555);
+		f = aview_lookup(v, "bin", &rest);
+		CHECK(f && f->kind == AE_ARCHIVE && f->subdir && !strcmp(f->subdir, "bin"));
+		aview_free(v);
+	}
+
+	/* This platform's untitled binary: layer<N> and "entrypoint". */
+	static const char untitled[] = MANIFEST(
+		LAYER("application/vnd.x.bin.linux-amd64", "1", 10, "") ","
+		LAYER("application/vnd.x.bin.darwin-arm64", "2", 20, ""));
+	v = view_of(untitled, "linux/amd64", &t);
+	if (v) {
+		const struct aentry *f = aview_lookup(v, "entrypoint", &rest);
+		CHECK(f && f->kind == AE_BLOB && f->mode == 0555 && f->size == 10);
+		f = aview_lookup(v, "layer0", &rest);
+		CHECK(f && f->mode == 0555 && f->size == 10);
+		CHECK(aview_lookup(v, "layer1", &rest) == NULL);
+		CHECK(t.expected == 1);
+		aview_free(v);
+	}
+}
+
 int main(void)
 {
 	struct oci_platform p, cur;
@@ -225,5 +361,6 @@ int main(void)
 		aview_free(v);
 	}
 	free(many);
+	test_view_names();
 	return CHECK_DONE();
 }

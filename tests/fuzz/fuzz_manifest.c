@@ -121,9 +121,10 @@ static void check_view(const struct aview *v, const struct oci_platform *p)
 		FUZZ_ASSERT(v->m && fb[i] >= 0 && (size_t)fb[i] < v->m->n_layers);
 }
 
-static void warn(void *arg, const char *msg)
+static void warn(void *arg, bool expected, const char *msg)
 {
 	(void)arg;
+	(void)expected;
 	FUZZ_ASSERT(msg && *msg);
 }
 
