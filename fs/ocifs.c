@@ -256,7 +256,7 @@ static int oc_read(const char *path, char *buf, size_t size, off_t off,
 	(void)path;
 	n = pread(file_of(fi)->fd, buf, size, off);
 	if (n > 0)
-		tree_count_read(tree, (size_t)n);
+		tree_count_read(tree, file_of(fi), (uint64_t)off, (size_t)n);
 	return n < 0 ? -errno : (int)n;
 }
 
@@ -270,7 +270,7 @@ static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (!v)
 		return -ENOMEM;
 	*v = FUSE_BUFVEC_INIT(size);
-	tree_count_read(tree, size);
+	tree_count_read(tree, file_of(fi), (uint64_t)off, size);
 	v->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	v->buf[0].fd = file_of(fi)->fd;
 	v->buf[0].pos = off;

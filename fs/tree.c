@@ -263,9 +263,16 @@ int tree_check_root(struct tree *t)
 	return ret;
 }
 
-void tree_count_read(struct tree *t, size_t bytes)
+void tree_count_read(struct tree *t, const struct tree_file *f, uint64_t off, size_t size)
 {
-	stats_served(t->stats, bytes);
+	struct stat st;
+
+	/* The stats document itself is not content served from the cache;
+	 * a splice read asks for more than the file may hold. */
+	if (f->direct || fstat(f->fd, &st) < 0 || off >= (uint64_t)st.st_size)
+		return;
+	stats_served(t->stats, (uint64_t)st.st_size - off < size ? (uint64_t)st.st_size - off :
+								    size);
 }
 
 int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)

@@ -75,8 +75,9 @@ struct tree_file {
 int tree_open(struct tree *t, const char *path, struct tree_file **out);
 void tree_release(struct tree *t, struct tree_file *f);
 
-/* Count @bytes handed to the kernel from the cache (stats). */
-void tree_count_read(struct tree *t, size_t bytes);
+/* Count a read of @size bytes at @off of @f handed to the kernel from
+ * the cache (stats): what the file holds there, nothing for /.ocifs/stats. */
+void tree_count_read(struct tree *t, const struct tree_file *f, uint64_t off, size_t size);
 
 /* Resolve the mount's root now (reference mounts check their reference
  * at start). 0 or -errno. */

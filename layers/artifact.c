@@ -158,17 +158,20 @@ static bool titled_program(const struct descriptor *d)
 	       (!strncmp(t, "bin/", 4) || strstr(t, "/bin/") || !strcmp(base_name(t), "entrypoint"));
 }
 
-/* May @d hold the legacy fallback binary? An oras directory holds only
- * <title>/...: one named bin (bin/<os>/<arch>/entrypoint) or after a
- * platform can; assets/ cannot. */
+/* May @d hold the legacy fallback binary (seed 000: bin/<os>/<arch>/
+ * entrypoint for every platform)? The generic oras types and untitled
+ * archives may; a titled archive only if its title says bin or names a
+ * platform (an oras directory holds only <title>/...: assets/ cannot), so
+ * that "entrypoint" is not listed where it would then be ENOENT. */
 static bool fallback_candidate(const struct descriptor *d)
 {
+	const char *t = d->title;
+
 	if (!platform_layer_may_hold_binaries(d))
 		return false;
-	if (!platform_layer_is_oras_dir(d) || !d->title)
-		return true;
-	return !strcmp(d->title, "bin") || !strncmp(d->title, "bin/", 4) ||
-	       platform_in_name(d->title, NULL);
+	if (!t || (!platform_layer_is_oras_dir(d) && !platform_layer_is_archive(d)))
+		return true;	/* untitled, or application/vnd.oras.v1 / gzip */
+	return !strncmp(t, "bin", 3) || strstr(t, "/bin") || platform_in_name(t, NULL);
 }
 
 /* @s for a log line: printable ASCII as is, anything else as \xNN, so a

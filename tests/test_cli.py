@@ -48,7 +48,8 @@ DEFAULTS = {"tag_ttl": "60", "timeout": "30", "retries": "3", "max_extract": "4G
             "max_entries": "100000"}
 STATS_KEYS = ["requests", "manifest_requests", "blob_requests", "list_requests",
               "failed_requests", "cache_hits", "cache_misses", "bytes_fetched",
-              "bytes_served_from_cache", "bytes_saved_by_platform", "downloads", "downloads_failed",
+              "bytes_served_from_cache", "bytes_saved_by_platform",
+              "platform_manifests_unread", "downloads", "downloads_failed",
               "download_seconds", "hosts", "in_flight"]
 FILE_XATTRS = ["user.oci.digest", "user.oci.mediaType", "user.oci.size",
                "user.oci.annotations"]

@@ -172,3 +172,103 @@ def test_seed000_legacy_oras_directories(registry, mount_factory):
     ep = os.path.join(d, "entrypoint")
     assert stat.S_IMODE(os.stat(ep).st_mode) == 0o555
     assert read(ep) == elf
+
+
+# --- /.ocifs/stats after each kind of access (issue 13, point 8) ---------------
+
+def stats(m):
+    import json
+    with open(os.path.join(m.path, ".ocifs", "stats")) as f:
+        return json.load(f)
+
+
+def delta(before, after, *keys):
+    return {k: after[k] - before[k] for k in keys}
+
+
+COUNTERS = ("manifest_requests", "blob_requests", "cache_hits", "cache_misses", "downloads",
+            "bytes_fetched", "bytes_served_from_cache")
+
+
+def test_stats_after_each_access(registry, mount_factory):
+    """ls -l costs a manifest and no blob; a cold cat is one miss, one download;
+    a warm cat one hit; the first read through a layer's ``.d/`` is one miss and
+    one download (it was 0 misses and 1 download), the open after it a hit."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        ti = tarfile.TarInfo("x.txt")
+        ti.size = 5
+        t.addfile(ti, io.BytesIO(b"xxxx\n"))
+    p = push_artifact(Client(registry.host), "view/stats", ["v1"],
+                      files=[("a.txt", b"a" * 1000, "text/plain"),
+                             ("t.tar", tar.getvalue(), push.OCI_LAYER_TAR)])
+    m = mount_factory(opts=["registry=" + registry.host])
+    d = os.path.join(m.path, registry.host, "view/stats/v1")
+    s0 = stats(m)
+    assert s0["downloads"] == s0["cache_misses"] == s0["cache_hits"] == 0
+
+    os.listdir(d)
+    [os.stat(os.path.join(d, n)) for n in os.listdir(d)]
+    s1 = stats(m)
+    got = delta(s0, s1, *COUNTERS)
+    assert got["blob_requests"] == got["downloads"] == got["cache_misses"] == 0, got
+    assert got["manifest_requests"] >= 1, got
+
+    assert read(os.path.join(d, "a.txt")) == b"a" * 1000
+    s2 = stats(m)
+    got = delta(s1, s2, *COUNTERS)
+    assert got == {"manifest_requests": 0, "blob_requests": 1, "cache_hits": 0,
+                   "cache_misses": 1, "downloads": 1, "bytes_fetched": 1000,
+                   "bytes_served_from_cache": 1000}, got
+
+    assert read(os.path.join(d, "a.txt")) == b"a" * 1000
+    s3 = stats(m)
+    got = delta(s2, s3, *COUNTERS)
+    assert got["cache_hits"] == 1 and got["downloads"] == got["cache_misses"] == 0, got
+    assert got["blob_requests"] == 0, got
+
+    assert read(os.path.join(d, "t.tar.d", "x.txt")) == b"xxxx\n"
+    s4 = stats(m)
+    got = delta(s3, s4, *COUNTERS)
+    assert got["downloads"] == got["cache_misses"] == got["blob_requests"] == 1, got
+    assert got["bytes_fetched"] == len(p.layers[1].data), got
+    assert got["cache_hits"] == 1, got          # the open of x.txt, from the cache
+
+    assert read(os.path.join(d, "t.tar.d", "x.txt")) == b"xxxx\n"
+    s5 = stats(m)
+    got = delta(s4, s5, *COUNTERS)
+    assert got["downloads"] == got["cache_misses"] == 0 and got["cache_hits"] == 1, got
+    assert s5["downloads"] == s5["cache_misses"]
+
+
+def test_stats_bytes_saved_from_an_index(registry, mount_factory, tmp_path):
+    """A platform chosen from an index: the other platforms' manifests, configs
+    and layers count as saved once their manifests are known to the mount
+    without a request (in the cache); until then they are counted in
+    ``platform_manifests_unread``, never fetched just to be counted."""
+    c = Client(registry.host)
+    me = push.platform("linux", this_arch())
+    other = push.platform("linux", "s390x" if this_arch() != "s390x" else "ppc64le")
+    mine = push_artifact(c, "view/idx", [], files=[("tool", b"mine" * 100, "application/x-bin")])
+    theirs = push_artifact(c, "view/idx", [], files=[("tool", b"theirs" * 5000,
+                                                         "application/x-bin")])
+    push.push_index(c, "view/idx", ["v1"], [(mine, me), (theirs, other)])
+    cache = tmp_path / "shared-cache"
+    m = mount_factory(opts=["registry=" + registry.host], cache=cache)
+    d = os.path.join(m.path, registry.host, "view/idx/v1")
+    assert read(os.path.join(d, "tool")) == b"mine" * 100
+    s = stats(m)
+    assert s["platform_manifests_unread"] == 1, s
+    assert s["bytes_saved_by_platform"] == 0, s
+    # the other platform's manifest read (by digest), then a fresh mount on
+    # the same cache knows what choosing this platform saved
+    other_manifest = os.path.join(m.path, registry.host, "view/idx", theirs.digest,
+                                  "manifest.json")
+    assert read(other_manifest) == theirs.manifest
+    m.unmount()
+    m2 = mount_factory(opts=["registry=" + registry.host], cache=cache)
+    read(os.path.join(m2.path, registry.host, "view/idx/v1", "tool"))
+    s = stats(m2)
+    want = len(theirs.manifest) + len(theirs.config.data) + len(theirs.layers[0].data)
+    assert s["bytes_saved_by_platform"] == want, s
+    assert s["platform_manifests_unread"] == 0, s
