@@ -1,5 +1,6 @@
 /* blobcache.c - verified blob store with single-flight downloads. */
 #include "blobcache.h"
+#include "blobsink.h"
 #include "tarx.h"
 
 #include <archive.h>
@@ -244,17 +245,6 @@ static const char *hex_of(const char *digest)
 	return digest + 7;	/* callers pass validated sha256:<hex> */
 }
 
-static void hex_encode(const unsigned char *md, char out[65])
-{
-	static const char x[] = "0123456789abcdef";
-
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = x[md[i] >> 4];
-		out[2 * i + 1] = x[md[i] & 15];
-	}
-	out[64] = '\0';
-}
-
 void blobcache_digest_of(const void *buf, size_t len, char out[72])
 {
 	unsigned char md[32];
@@ -262,165 +252,10 @@ void blobcache_digest_of(const void *buf, size_t len, char out[72])
 
 	EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL);
 	memcpy(out, "sha256:", 7);
-	hex_encode(md, out + 7);
+	blobsink_hex(md, out + 7);
 }
 
-/* The download sink: bytes go to the temp file and the hash. */
-#define HASH_THREAD_MIN (4u << 20)	/* smaller blobs hash inline */
 #define FETCH_SOURCES_MAX 9	/* mirrors and origin asked for one blob */
-#define HASH_CHUNK (1u << 20)
-
-/* A download in progress: bytes go to the temp file; the hash is computed
- * inline, or for big blobs by a second thread that reads the file back
- * from the page cache as it grows, so hashing overlaps the transfer. */
-struct dl {
-	int fd;
-	EVP_MD_CTX *md;
-	uint64_t got, want;
-	bool threaded;
-	pthread_t th;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t hashed;	/* mu: bytes hashed so far */
-	unsigned gen;		/* mu: bumped by a restart */
-	bool writing_done;	/* mu */
-	int hash_err;		/* mu */
-};
-
-static void *hash_thread(void *arg)
-{
-	struct dl *d = arg;
-	unsigned char *buf = malloc(HASH_CHUNK);
-	unsigned gen = 0;
-
-	pthread_mutex_lock(&d->mu);
-	if (!buf)
-		d->hash_err = -ENOMEM;
-	while (buf && !d->hash_err) {
-		uint64_t off, n;
-		unsigned g;
-
-		if (d->gen != gen) {
-			gen = d->gen;
-			d->hashed = 0;
-			if (EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1)
-				d->hash_err = -EIO;
-			continue;
-		}
-		if (d->hashed == d->got) {
-			if (d->writing_done)
-				break;
-			pthread_cond_wait(&d->cv, &d->mu);
-			continue;
-		}
-		off = d->hashed;
-		n = d->got - off < HASH_CHUNK ? d->got - off : HASH_CHUNK;
-		g = d->gen;
-		pthread_mutex_unlock(&d->mu);
-		ssize_t r = pread(d->fd, buf, (size_t)n, (off_t)off);
-		if (r > 0 && EVP_DigestUpdate(d->md, buf, (size_t)r) != 1)
-			r = -1;
-		pthread_mutex_lock(&d->mu);
-		if (g != d->gen)
-			continue;	/* restarted under us: start over */
-		if (r <= 0)
-			d->hash_err = r < 0 ? -EIO : -EBADMSG;
-		else
-			d->hashed += (uint64_t)r;
-	}
-	pthread_mutex_unlock(&d->mu);
-	free(buf);
-	return NULL;
-}
-
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int dl_sink(void *arg, const void *data, size_t len)
-{
-	struct dl *d = arg;
-	int ret;
-
-	if (!data) {	/* restart */
-		if (ftruncate(d->fd, 0) < 0 || lseek(d->fd, 0, SEEK_SET) < 0)
-			return -errno;
-		if (d->threaded) {
-			pthread_mutex_lock(&d->mu);
-			d->got = 0;
-			d->gen++;
-			pthread_cond_signal(&d->cv);
-			pthread_mutex_unlock(&d->mu);
-			return 0;
-		}
-		d->got = 0;
-		return EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
-	}
-	if (d->got + len > d->want)
-		return -EBADMSG;	/* longer than the descriptor says: stop early */
-	if (!d->threaded && EVP_DigestUpdate(d->md, data, len) != 1)
-		return -EIO;
-	ret = write_all(d->fd, data, len);
-	if (ret < 0)
-		return ret;
-	if (!d->threaded) {
-		d->got += len;
-		return 0;
-	}
-	pthread_mutex_lock(&d->mu);
-	d->got += len;
-	ret = d->hash_err;
-	pthread_cond_signal(&d->cv);
-	pthread_mutex_unlock(&d->mu);
-	return ret;
-}
-
-/* Start the hash thread for a big blob; inline hashing otherwise (or if
- * the thread cannot be had). */
-static void dl_start(struct dl *d)
-{
-	if (d->want < HASH_THREAD_MIN)
-		return;
-	pthread_mutex_init(&d->mu, NULL);
-	pthread_cond_init(&d->cv, NULL);
-	d->threaded = pthread_create(&d->th, NULL, hash_thread, d) == 0;
-	if (!d->threaded) {
-		pthread_cond_destroy(&d->cv);
-		pthread_mutex_destroy(&d->mu);
-	}
-}
-
-/* Wait for the hash to catch up; 0 or -errno. */
-static int dl_finish(struct dl *d)
-{
-	int ret;
-
-	if (!d->threaded)
-		return 0;
-	pthread_mutex_lock(&d->mu);
-	d->writing_done = true;
-	pthread_cond_signal(&d->cv);
-	pthread_mutex_unlock(&d->mu);
-	pthread_join(d->th, NULL);
-	ret = d->hash_err;
-	if (ret == 0 && d->hashed != d->got)
-		ret = -EBADMSG;
-	pthread_cond_destroy(&d->cv);
-	pthread_mutex_destroy(&d->mu);
-	d->threaded = false;
-	return ret;
-}
 
 static int final_path(const char *digest, char out[96])
 {
@@ -446,7 +281,7 @@ static bool file_matches(int fd, const char *hex)
 		off += n;
 	}
 	if (n == 0 && EVP_DigestFinal_ex(md, out, &outlen) == 1) {
-		hex_encode(out, got);
+		blobsink_hex(out, got);
 		ok = strcmp(got, hex) == 0;
 	}
 out:
@@ -478,17 +313,16 @@ static int open_existing(struct blobcache *bc, const char *digest, uint64_t size
 	return -ENOENT;
 }
 
-/* Download into tmp/, verify, rename into blobs/. Called unlocked. */
+/* Download into tmp/, verify, rename into blobs/. Called unlocked. The
+ * sink hashes the bytes as they arrive, so the digest is known the moment
+ * the last byte is written. */
 static int download(struct blobcache *bc, const char *digest, uint64_t size,
 		    blobcache_fetch_fn fetch, void *arg)
 {
 	char tmp[128], path[96], hex[65];
-	unsigned char md[32];
-	unsigned int mdlen = 0;
-	struct dl d = { .want = size };
-	int ret;
-
-	int tfd = -1;
+	struct blobsink *sink = NULL;
+	uint64_t got = 0;
+	int tfd = -1, ret;
 
 	/* mkstemp() wants a path; we work relative to the root fd instead. */
 	for (int tries = 0; tries < 16 && tfd < 0; tries++) {
@@ -504,40 +338,24 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 	}
 	if (tfd < 0)
 		return -EEXIST;
-	d.fd = tfd;
-	d.md = EVP_MD_CTX_new();
-	if (!d.md || EVP_DigestInit_ex(d.md, EVP_sha256(), NULL) != 1) {
-		ret = -ENOMEM;
+	ret = blobsink_new(tfd, size, &sink);
+	if (ret < 0)
 		goto out_unlink;
-	}
 	/* Bounded: a source list is short, a broken one must not loop. */
 	for (int attempt = 0;; attempt++) {
 		bool retry = false;
 
-		dl_start(&d);
-		ret = fetch(arg, dl_sink, &d, &retry);
-		if (dl_finish(&d) < 0 && ret == 0)
+		ret = fetch(arg, blobsink_write, sink, &retry);
+		if (ret == 0)
+			ret = blobsink_finish(sink, hex, &got);
+		if (ret == 0 && (got != size || strcmp(hex, hex_of(digest)) != 0))
 			ret = -EBADMSG;
-		if (ret == 0 && (d.got != size || EVP_DigestFinal_ex(d.md, md, &mdlen) != 1))
-			ret = -EBADMSG;
-		if (ret == 0) {
-			hex_encode(md, hex);
-			if (strcmp(hex, hex_of(digest)) != 0)
-				ret = -EBADMSG;
-		}
 		if (ret != -EBADMSG || !retry || attempt >= FETCH_SOURCES_MAX)
 			break;
 		/* Wrong bytes from one source (a mirror): start over with the next. */
-		d.got = 0;
-		d.hashed = 0;
-		d.gen = 0;
-		d.writing_done = false;
-		d.hash_err = 0;
-		if (ftruncate(tfd, 0) < 0 || lseek(tfd, 0, SEEK_SET) < 0 ||
-		    EVP_DigestInit_ex(d.md, EVP_sha256(), NULL) != 1) {
-			ret = -EIO;
+		ret = blobsink_write(sink, NULL, 0);
+		if (ret < 0)
 			break;
-		}
 	}
 	if (ret < 0)
 		goto out_unlink;
@@ -546,11 +364,11 @@ static int download(struct blobcache *bc, const char *digest, uint64_t size,
 		ret = -errno;
 		goto out_unlink;
 	}
-	EVP_MD_CTX_free(d.md);
+	blobsink_free(sink);
 	close(tfd);
 	return 0;
 out_unlink:
-	EVP_MD_CTX_free(d.md);
+	blobsink_free(sink);
 	close(tfd);
 	unlinkat(bc->root_fd, tmp, 0);
 	return ret;
