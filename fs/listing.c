@@ -15,6 +15,7 @@
 #include "blobcache.h"
 #include "dircache.h"
 #include "ref.h"
+#include "referrers.h"
 #include "registries.h"
 #include "serve.h"
 #include "tree_impl.h"
@@ -198,6 +199,34 @@ static int readdir_artifact(struct tree *t, struct target *g, tree_fill_fn fill,
 	return 0;
 }
 
+/* /.ocifs/referrers: the registries; below a subject, its referrers. */
+static int readdir_referrers(struct tree *t, struct target *g, tree_fill_fn fill, void *ctx)
+{
+	struct referrer *v = NULL;
+	struct tree_attr a;
+	size_t n = 0;
+	int ret;
+
+	dir_attr(&a);
+	if (!g->r.art) {
+		struct strlist regs = { 0 };
+		registries_list(t->regs, &regs);
+		for (size_t i = 0; i < regs.n; i++)
+			if (fill(ctx, regs.v[i], &a))
+				break;
+		strlist_release(&regs);
+		return 0;
+	}
+	ret = referrers_list(t, g->r.reg, g->r.art->repo, g->r.art->digest, &v, &n);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < n; i++)
+		if (fill(ctx, v[i].digest, &a))
+			break;
+	free(v);
+	return 0;
+}
+
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 {
 	struct target *g;
@@ -229,6 +258,11 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 		a.mode = S_IFREG | 0444;
 		a.size = 0;
 		fill(ctx, "stats", &a);
+		dir_attr(&a);
+		fill(ctx, "referrers", &a);
+		break;
+	case R_REFERRERS:
+		ret = readdir_referrers(t, g, fill, ctx);
 		break;
 	case R_STATS:
 		ret = -ENOTDIR;

@@ -12,6 +12,7 @@ enum rkind {
 	R_ARTIFACT,
 	R_CONTROL,	/* /.ocifs: not listed */
 	R_STATS,	/* /.ocifs/stats */
+	R_REFERRERS,	/* /.ocifs/referrers/...: art's referrers, or the top (art NULL) */
 };
 
 #define CONTROL_DIR "/.ocifs"

@@ -177,6 +177,10 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 			g->r.kind = R_STATS;
 			return 0;
 		}
+		if (!strncmp(rest, "/referrers", 10) && (!rest[10] || rest[10] == '/')) {
+			ret = referrers_resolve(t, rest + 10, &g->r);
+			goto out_resolved;
+		}
 		if (*rest == '/')
 			return -ENOENT;
 	}
@@ -190,6 +194,7 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 		path = full;
 	}
 	ret = resolve(t, path, &g->r);
+out_resolved:
 	if (ret < 0 || g->r.kind != R_ARTIFACT || !g->r.inner[0])
 		return ret;
 	g->e = aview_lookup(g->r.art->v, g->r.inner, &g->rest);
@@ -337,6 +342,10 @@ int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf,
 			snprintf(num, sizeof(num), "%llu", (unsigned long long)e->size);
 			val = num;
 		}
+	} else if (!e && !strcmp(name, "user.oci.referrers")) {
+		/* Asked by name only (not in listxattr): it costs requests. */
+		ret = referrers_xattr(t, g->r.reg, g->r.art->repo, g->r.art->digest, buf, size);
+		goto out_free;
 	} else if (!e) {
 		const struct aview *v = g->r.art->v;
 		const struct manifest *m = v->m ? v->m : v->index;

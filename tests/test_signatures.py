@@ -361,3 +361,112 @@ def test_bad_key_refuses_to_mount(registry, mount_factory, tmp_path):
         with pytest.raises(MountError) as e:
             m.mount()
         assert why in str(e.value), str(e.value)
+
+
+# --- the referrers view -------------------------------------------------------
+
+SBOM_TYPE = "application/spdx+json"
+
+
+def push_sbom(client, subject, body=b'{"spdxVersion":"SPDX-2.3"}\n', index_tag=True):
+    """An SBOM pushed as an OCI 1.1 referrer of ``subject`` (as ``oras attach``)."""
+    import json as _json
+    from fixtures.push import EMPTY_JSON, OCI_EMPTY, OCI_MANIFEST, descriptor
+    cfg = client.push_blob(subject.repo, EMPTY_JSON, OCI_EMPTY)
+    layer = client.push_blob(subject.repo, body, SBOM_TYPE,
+                             annotations={"org.opencontainers.image.title": "sbom.spdx.json"})
+    man = _json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "artifactType": SBOM_TYPE, "config": cfg, "layers": [layer],
+                       "subject": descriptor(subject.manifest, subject.media_type)}).encode()
+    digest = client.push_manifest(subject.repo, push_sha(man), man, OCI_MANIFEST)
+    ref = descriptor(man, OCI_MANIFEST, artifact_type=SBOM_TYPE)
+    if index_tag:
+        cosign.add_to_referrers_index(client, subject.repo, subject.digest, ref)
+    return digest, ref
+
+
+def push_sha(body):
+    from fixtures.push import sha256_digest
+    return sha256_digest(body)
+
+
+def refdir(m, host, repo, ref="1.0"):
+    return os.path.join(m.path, ".ocifs", "referrers", host, repo, ref)
+
+
+def test_referrers_listed_and_browsable(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    sig_digest, _ = sign_tag(client, repo, p.digest, [Signature.make(
+        keys["ecdsa"], identity(registry.host, repo), p.digest)])
+    sbom_digest, _ = push_sbom(client, p)
+    m = mount_factory(opts=["registry=" + registry.host, "platform=linux/amd64"])
+    assert "referrers" in os.listdir(os.path.join(m.path, ".ocifs"))
+    t0 = registry.mark()
+    d = refdir(m, registry.host, repo)
+    assert sorted(os.listdir(d)) == sorted([sig_digest, sbom_digest])
+    # the referrers API probe (404 on docker-registry 2.8), the tag-schema
+    # index, the tag list (for cosign's tags) and the .sig manifest
+    assert registry.count("GET", "/v2/%s/referrers/.*" % repo, t0) == 1
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (
+        repo, p.digest.replace(":", "-")), t0) == 1
+    assert registry.count("GET", "/v2/%s/tags/list" % repo, t0) == 1
+    assert registry.count("GET", "/v2/%s/manifests/%s" % (repo, sig_tag(p.digest)), t0) == 1
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 0
+    # each referrer is an artifact directory
+    assert read(os.path.join(d, sbom_digest, "sbom.spdx.json")) == \
+        b'{"spdxVersion":"SPDX-2.3"}\n'
+    assert "manifest.json" in os.listdir(os.path.join(d, sig_digest))
+    # listed again within tag_ttl: no request; a digest that is no referrer: ENOENT
+    t1 = registry.mark()
+    assert sorted(os.listdir(d)) == sorted([sig_digest, sbom_digest])
+    assert registry.count(None, "/v2/.*", t1) == 0
+    assert errno_of(os.listdir, os.path.join(d, p.digest)) == errno.ENOENT
+
+
+def test_referrers_xattr(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    sig_digest, _ = sign_tag(client, repo, p.digest, [Signature.make(
+        keys["ecdsa"], identity(registry.host, repo), p.digest)])
+    sbom_digest, _ = push_sbom(client, p)
+    m = mount_factory(opts=["registry=" + registry.host, "platform=linux/amd64"])
+    a = art(m, registry, repo)
+    os.listdir(a)
+    t0 = registry.mark()
+    # listing the xattrs (cp -a, rsync -X) costs nothing: the name is not listed
+    assert "user.oci.referrers" not in os.listxattr(a)
+    assert registry.count(None, "/v2/.*", t0) == 0
+    lines = os.getxattr(a, "user.oci.referrers").decode().splitlines()
+    assert sorted(lines) == sorted([
+        "%s %s" % (sbom_digest, SBOM_TYPE),
+        "%s %s %s" % (sig_digest, cosign.PAYLOAD_TYPE, sig_tag(p.digest))])
+
+
+def test_referrers_via_api_one_request(registry, client, mount_factory):
+    repo = new_repo()
+    p = provider(client, repo)
+    proxy = FaultProxy(registry.url)
+    try:
+        sbom_digest, ref = push_sbom(client, p, index_tag=False)
+        proxy.add(r"/v2/%s/referrers/%s" % (repo, p.digest), "replace",
+                  body=cosign.referrers_index([ref]), content_type=OCI_INDEX, digest=False)
+        m = mount_factory(opts=["registry=" + proxy.host, "platform=linux/amd64"])
+        os.listdir(os.path.join(m.path, proxy.host, repo, "1.0"))
+        n = len(proxy.log)
+        assert os.listdir(refdir(m, proxy.host, repo)) == [sbom_digest]
+        seen = [s.path for s in proxy.log[n:]]
+        # the referrers API, and the tag list once per repository (cosign's tags)
+        assert seen.count("/v2/%s/referrers/%s" % (repo, p.digest)) == 1
+        assert "/v2/%s/manifests/%s" % (repo, p.digest.replace(":", "-")) not in seen
+        assert len(seen) == 2, seen
+    finally:
+        proxy.stop()
+
+
+def test_referrers_of_refused_artifact_hidden(registry, client, mount_factory, keys):
+    repo = new_repo()
+    p = provider(client, repo)
+    push_sbom(client, p)
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    assert errno_of(os.listdir, refdir(m, registry.host, repo)) == errno.EACCES
