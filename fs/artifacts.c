@@ -108,7 +108,7 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 			reg_outcome(t, reg, ret, &err);
 		}
 		if (ret < 0) {
-			if (ret != -ENOENT)
+			if (ret != -ENOENT && !reg_not_shared(&err))
 				log_reg_error(what, &err, ret);
 			return ret == -EFBIG ? -EIO : ret;
 		}
@@ -342,6 +342,14 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 		goto out_free;
 	}
 	if (ret < 0) {
+		/* Another user's request gets the last answer, asking nothing. */
+		if (stale && reg_not_shared(&err)) {
+			ret = artifact_by_digest(t, reg, repo, stale, out);
+			ret = ret < 0 ? ret : 1;
+			goto out_free;
+		}
+		if (reg_not_shared(&err))
+			goto out_free;
 		if (stale && ret != -EACCES) {
 			if (tags_stale_warning_due(t, reg, repo, tag))
 				log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",

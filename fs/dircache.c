@@ -210,6 +210,9 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 			     regclient_list_catalog(t->rc, reg, &l, &err);
 		reg_outcome(t, reg, ret, &err);
 	}
+	/* Another user's request: the last listing, or nothing; never stored. */
+	if (ret < 0 && reg_not_shared(&err))
+		return e ? listing(t, reg, repo, false, out) : ret;
 	if (ret < 0 && ret != -ENOENT && ret != -EACCES) {
 		/* Unreachable: the last listing seen beats an error. */
 		if (e) {

@@ -1,7 +1,8 @@
 /* files.c - owns the open files: opens what a path names (a cache file,
  * an extracted file, the stats document), pins its blob against eviction
- * and keeps the list of files open so tree_free() can release them. One
- * lock, openfiles.lock, guards the list. */
+ * and keeps the list of files open so tree_free() can release them; and
+ * counts the opens waiting on the network. One lock, openfiles.lock,
+ * guards the list and the count. */
 #include "files.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 
 #include "artifact.h"
 #include "blobcache.h"
+#include "log.h"
 #include "serve.h"
 #include "stats.h"
 #include "tree_impl.h"
@@ -22,17 +24,54 @@
 struct openfiles {
 	pthread_mutex_t lock;
 	struct tree_file *head;		/* lock */
+	unsigned waiting;		/* lock: opens waiting on the network */
+	unsigned max_waiting;		/* 0: any; read-only */
+	bool warned;			/* lock: refusals said since the count
+					 * was last below max_waiting */
 };
 
-int openfiles_new(struct openfiles **out)
+int openfiles_new(unsigned max_waiting, struct openfiles **out)
 {
 	struct openfiles *of = calloc(1, sizeof(*of));
 
 	if (!of)
 		return -ENOMEM;
 	pthread_mutex_init(&of->lock, NULL);
+	of->max_waiting = max_waiting;
 	*out = of;
 	return 0;
+}
+
+/* Each waiting open holds one of the caller's (FUSE's) threads for as long
+ * as a download takes: beyond the limit, fail at once rather than take the
+ * threads that lookups and /.ocifs/stats need. */
+int openfiles_wait_begin(struct openfiles *of)
+{
+	bool say = false;
+	int ret = 0;
+
+	pthread_mutex_lock(&of->lock);
+	if (of->max_waiting && of->waiting >= of->max_waiting) {
+		say = !of->warned;
+		of->warned = true;
+		ret = -EAGAIN;
+	} else {
+		of->waiting++;
+	}
+	pthread_mutex_unlock(&of->lock);
+	if (say)
+		log_msg(LOG_WARNING, "too many opens waiting on downloads (%u): more get EAGAIN "
+			"until one ends (-o max_threads)", of->max_waiting);
+	return ret;
+}
+
+void openfiles_wait_end(struct openfiles *of)
+{
+	pthread_mutex_lock(&of->lock);
+	of->waiting--;
+	if (of->waiting + 1 < of->max_waiting)
+		of->warned = false;
+	pthread_mutex_unlock(&of->lock);
 }
 
 void openfiles_free(struct tree *t, struct openfiles *of)

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "caller.h"
 #include "log.h"
 #include "platform.h"
 #include "mirror.h"
@@ -55,11 +56,14 @@ struct options {
 	char *mirrors_conf;
 	char **verify;		/* NULL-terminated key paths of -o verify=cosign:, owned */
 	size_t n_verify;
+	unsigned max_threads;	/* FUSE workers */
+	char *share;		/* -o share=none|cached|all */
+	bool others_allowed;	/* allow_other or allow_root given */
 	char *args[2];		/* positional: [SOURCE] MOUNTPOINT */
 	size_t n_args;
 };
 
-enum { KEY_REGISTRY, KEY_INSECURE, KEY_MIRROR, KEY_VERIFY, KEY_DEBUG };
+enum { KEY_REGISTRY, KEY_INSECURE, KEY_MIRROR, KEY_VERIFY, KEY_DEBUG, KEY_ALLOW_OTHER };
 
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -88,10 +92,22 @@ static const struct fuse_opt option_spec[] = {
 	OPT("mirror_tags=%s", mirror_tags),
 	OPT("mirror_backoff=%u", mirror_backoff),
 	OPT("mirrors_conf=%s", mirrors_conf),
+	/* Ours, not libfuse's: its default (10) is too few (see WORKERS_*). */
+	OPT("max_threads=%u", max_threads),
+	OPT("share=%s", share),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("allow_root", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
 	FUSE_OPT_END
 };
+
+/* FUSE workers, and how many of them opens waiting on the network may
+ * take: the rest stay free for lookups, ls and /.ocifs/stats. A waiting
+ * open costs a thread, little else: enough that a parallel build's
+ * readers of one cold tool all wait on its one download. */
+#define WORKERS_DEFAULT 64
+#define WORKERS_RESERVED 4
 
 static struct tree *tree;
 static time_t mount_time;
@@ -128,6 +144,9 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	case KEY_DEBUG:
 		o->debug = 1;
 		return 1;	/* keep it for libfuse too */
+	case KEY_ALLOW_OTHER:
+		o->others_allowed = true;
+		return 1;	/* libfuse's */
 	case FUSE_OPT_KEY_NONOPT:
 		/* Collected here; main() passes the last on as the mount point. */
 		if (o->n_args == 2) {
@@ -146,7 +165,7 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 static void fill_stat(const struct tree_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_mode = a->mode;
+	st->st_mode = caller_mode(a->mode);
 	st->st_nlink = S_ISDIR(a->mode) ? 2 : 1;
 	st->st_size = (off_t)a->size;
 	st->st_blksize = 4096;
@@ -175,7 +194,9 @@ static int oc_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	int ret;
 
 	(void)fi;
-	ret = tree_getattr(tree, path, &a);
+	ret = caller_admit(path);
+	if (ret == 0)
+		ret = tree_getattr(tree, path, &a);
 	if (ret == 0)
 		fill_stat(&a, st);
 	return ret;
@@ -208,18 +229,23 @@ static int fill_none(void *ctx, const char *name, const struct tree_attr *a)
  * is cached for the readdir that follows. */
 static int oc_opendir(const char *path, struct fuse_file_info *fi)
 {
+	int ret = caller_admit(path);
+
 	(void)fi;
-	return tree_readdir(tree, path, fill_none, NULL);
+	return ret ? ret : tree_readdir(tree, path, fill_none, NULL);
 }
 
 static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct fill_ctx c = { buf, filler };
+	int ret = caller_admit(path);
 
 	(void)off;
 	(void)fi;
 	(void)flags;
+	if (ret)
+		return ret;
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	return tree_readdir(tree, path, fill_one, &c);
@@ -237,7 +263,9 @@ static int oc_open(const char *path, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
-	ret = tree_open(tree, path, &f);
+	ret = caller_admit(path);
+	if (ret == 0)
+		ret = tree_open(tree, path, &f);
 	if (ret < 0)
 		return ret;
 	fi->fh = (uint64_t)(uintptr_t)f;
@@ -280,7 +308,9 @@ static int oc_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 
 static int oc_readlink(const char *path, char *buf, size_t size)
 {
-	return tree_readlink(tree, path, buf, size);
+	int ret = caller_admit(path);
+
+	return ret ? ret : tree_readlink(tree, path, buf, size);
 }
 
 /* Files here are always ready. libfuse allocates a poll handle for the
@@ -313,12 +343,16 @@ static int oc_getxattr(const char *path, const char *name, char *value, size_t s
 	 * without resolving the path. */
 	if (strncmp(name, "user.oci.", 9) != 0)
 		return -ENODATA;
+	if (caller_admit(path) < 0)
+		return -EACCES;
 	return tree_getxattr(tree, path, name, value, size);
 }
 
 static int oc_listxattr(const char *path, char *list, size_t size)
 {
-	return tree_listxattr(tree, path, list, size);
+	int ret = caller_admit(path);
+
+	return ret ? ret : tree_listxattr(tree, path, list, size);
 }
 
 static int oc_statfs(const char *path, struct statvfs *sv)
@@ -426,6 +460,11 @@ static void usage(const char *prog)
 	       "    -o max_entries=N       cap on entries in one archive layer (default 100000)\n"
 	       "    -o cache_max=SIZE      evict least recently used blobs beyond SIZE\n"
 	       "                           (default: unbounded; K, M, G, T suffixes)\n"
+	       "    -o share=none|cached|all\n"
+	       "                           with allow_other: what other users reach: nothing,\n"
+	       "                           what the mount holds, or all as you (default none)\n"
+	       "    -o max_threads=N       FUSE workers; opens waiting on the network take\n"
+	       "                           at most N-4, more get EAGAIN (default 64)\n"
 	       "    --cache-info           print what the cache holds and exit\n"
 	       "    --cache-prune[=AGE]    remove blobs unused for AGE (e.g. 7d, 12h, 30m;\n"
 	       "                           default 30d), and beyond cache_max if given\n"
@@ -668,7 +707,8 @@ static char *default_cache(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .tag_ttl = 60, .timeout = 30, .retries = 3 };
+	struct options o = { .tag_ttl = 60, .timeout = 30, .retries = 3,
+			     .max_threads = WORKERS_DEFAULT };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *loop = NULL;
 	struct fuse *fuse = NULL;
@@ -762,6 +802,17 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
+	enum share_mode share = SHARE_NONE;
+	if (o.share && share_parse(o.share, &share) < 0) {
+		fprintf(stderr, "ocifs: -o share=%s: want none, cached or all\n", o.share);
+		ret = 1;
+		goto out_args;
+	}
+	if (o.max_threads < 1) {
+		fprintf(stderr, "ocifs: -o max_threads=0: want at least 1 worker\n");
+		ret = 1;
+		goto out_args;
+	}
 	if (setup_mirrors(&o) < 0) {
 		ret = 1;
 		goto out_args;
@@ -824,6 +875,11 @@ int main(int argc, char *argv[])
 		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
 		.mirror_backoff = o.mirror_backoff,
 		.verify_keys = keys,
+		.max_waiting_opens = cl.singlethread ? 0 :
+				     o.max_threads > WORKERS_RESERVED ?
+				     o.max_threads - WORKERS_RESERVED : 1,
+		.may_fetch = caller_may_fetch,
+		.interrupted = caller_interrupted,
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
@@ -856,6 +912,7 @@ int main(int argc, char *argv[])
 	fuse = fuse_new(&args, &oc_ops, sizeof(oc_ops), NULL);
 	if (!fuse)
 		goto out_tree;
+	caller_setup(share, o.others_allowed);
 	if (fuse_mount(fuse, cl.mountpoint) != 0)
 		goto out_destroy;
 	if (fuse_daemonize(cl.foreground) != 0)
@@ -871,7 +928,7 @@ int main(int argc, char *argv[])
 		if (!loop)
 			goto out_signals;
 		fuse_loop_cfg_set_clone_fd(loop, (unsigned)cl.clone_fd);
-		fuse_loop_cfg_set_max_threads(loop, cl.max_threads ? cl.max_threads : 16);
+		fuse_loop_cfg_set_max_threads(loop, o.max_threads);
 		if (cl.max_idle_threads != UINT_MAX)
 			fuse_loop_cfg_set_idle_threads(loop, cl.max_idle_threads);
 		ret = fuse_loop_mt(fuse, loop) ? 1 : 0;
@@ -901,6 +958,7 @@ out_args:
 	free(o.verify);
 	free(o.mirror_tags);
 	free(o.mirrors_conf);
+	free(o.share);
 	free(o.registries);
 	free(o.insecure);
 	free(o.cache);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "tree_impl.h"
 
 /* A registry that stopped answering (refused, unreachable, timed out):
@@ -95,11 +96,22 @@ void registries_list(struct registries *r, struct strlist *out)
 	*out = l;
 }
 
+/* reg_error.status of a refusal by whom it is for: HTTP has no such one. */
+#define STATUS_NOT_SHARED (-1)
+
 int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 {
 	struct registries *rs = t->regs;
 	int ret = 0;
 
+	if (t->may_fetch && !t->may_fetch()) {
+		memset(err, 0, sizeof(*err));
+		err->status = STATUS_NOT_SHARED;
+		snprintf(err->message, sizeof(err->message), "not asked for another user "
+			 "(-o share)");
+		log_msg(LOG_DEBUG, "%s: %s", reg, err->message);
+		return -EACCES;
+	}
 	if (regclient_mirror_count(t->rc, reg))
 		return 0;
 	pthread_mutex_lock(&rs->lock);
@@ -114,6 +126,11 @@ int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 	}
 	pthread_mutex_unlock(&rs->lock);
 	return ret;
+}
+
+bool reg_not_shared(const struct reg_error *err)
+{
+	return err->status == STATUS_NOT_SHARED;
 }
 
 void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_error *err)

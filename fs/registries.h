@@ -18,10 +18,15 @@ void registries_visit(struct registries *r, const char *reg);
  * the caller releases it. */
 void registries_list(struct registries *r, struct strlist *out);
 
-/* May @reg be asked now? 0, or the error it gave when it went silent
- * (with @err saying so). Registries with mirrors are always asked: the
- * mirrors may answer. */
+/* May @reg be asked now? 0; -EACCES for a request of another user that
+ * the mount does not fetch for (tree_opts.may_fetch; reg_not_shared()
+ * tells it); or the error @reg gave when it went silent (with @err saying
+ * so). Registries with mirrors are always asked: the mirrors may answer. */
 int reg_gate(struct tree *t, const char *reg, struct reg_error *err);
+
+/* Was @err reg_gate()'s refusal of another user's request? That is no
+ * answer of the registry: not cached, logged at debug level only. */
+bool reg_not_shared(const struct reg_error *err);
 
 /* Note how @reg answered: a transport failure (no HTTP status) starts
  * its silent period, anything else ends it. */

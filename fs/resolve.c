@@ -85,7 +85,9 @@ int resolve(struct tree *t, const char *path, struct resolved *r)
 		return -ENOENT;
 	snprintf(r->reg, sizeof(r->reg), "%s", c[0]);
 	if (n == 1) {
-		registries_visit(t->regs, c[0]);
+		/* Another user's lookup names no registry into / for everyone. */
+		if (!t->may_fetch || t->may_fetch())
+			registries_visit(t->regs, c[0]);
 		r->kind = R_REGISTRY;
 		return 0;
 	}

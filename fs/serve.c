@@ -14,6 +14,7 @@
 #include "artifacts.h"
 #include "blobcache.h"
 #include "client.h"
+#include "files.h"
 #include "log.h"
 #include "manifest.h"
 #include "registries.h"
@@ -87,7 +88,8 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 	}
 	stats_download_end(f->t->stats, f->progress, ret);
 	f->progress = NULL;
-	if (ret < 0 && ret != -EBADMSG && (f->is_manifest || err.status || err.message[0]))
+	if (ret < 0 && ret != -EBADMSG && !reg_not_shared(&err) &&
+	    (f->is_manifest || err.status || err.message[0]))
 		log_reg_error(what, &err, ret);
 	return ret;
 }
@@ -97,8 +99,22 @@ int serve_open_blob(struct tree *t, const struct artifact *a, const char *digest
 {
 	struct fetch_ctx f = { .t = t, .reg = a->registry, .repo = a->repo, .digest = digest,
 			       .size = size, .is_manifest = is_manifest };
-	int ret = blobcache_open(t->bc, digest, size, fetch_blob, &f);
+	int ret = blobcache_open(t->bc, digest, size, NULL, NULL);
 
+	/* Not cached: this open waits on a download, its own or another's. */
+	if (ret == -ENOENT) {
+		ret = openfiles_wait_begin(t->files);
+		if (ret < 0)
+			return ret;
+		/* Another reader's download ended by its interrupt is not ours
+		 * to fail: ask again (and download, unless someone else does). */
+		for (unsigned i = 0; i < 8; i++) {
+			ret = blobcache_open(t->bc, digest, size, fetch_blob, &f);
+			if (ret != -EINTR || (t->interrupted && t->interrupted()))
+				break;
+		}
+		openfiles_wait_end(t->files);
+	}
 	stats_open(t->stats, !f.fetched);
 
 	if (ret == -EBADMSG) {

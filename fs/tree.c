@@ -98,6 +98,8 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	blobcache_set_max(t->bc, o->cache_max);
 	t->tag_ttl = o->tag_ttl;
 	t->down_window = o->timeout < 1 ? 1 : o->timeout > 10 ? 10 : o->timeout;
+	t->may_fetch = o->may_fetch;
+	t->interrupted = o->interrupted;
 	t->platform = o->platform;
 	t->limits = o->limits;
 	ret = registries_new(o->registries, &t->regs);
@@ -106,7 +108,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	if (ret == 0)
 		ret = artifacts_new(&t->arts);
 	if (ret == 0)
-		ret = openfiles_new(&t->files);
+		ret = openfiles_new(o->max_waiting_opens, &t->files);
 	if (ret == 0)
 		ret = referrers_new(&t->refs);
 	if (ret < 0)

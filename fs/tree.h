@@ -41,6 +41,18 @@ struct tree_opts {
 	/* -o verify=cosign: keys (cosign.h), or NULL: show everything.
 	 * tree_new() takes them, also when it fails. */
 	struct cosign_keys *verify_keys;
+	/* Opens that may wait on the network (a download, or another
+	 * reader's download of the same blob) at once; more get -EAGAIN at
+	 * once, so that the caller's threads are not all taken. 0: any. */
+	unsigned max_waiting_opens;
+	/* Asked on the thread of each request; NULL: true, and false.
+	 * may_fetch() false (another user's request on an allow_other
+	 * mount): the request is answered from what the tree and the blob
+	 * cache hold, and makes no registry request and no registry appear
+	 * in "/". interrupted(): the kernel gave up on the request (its
+	 * reader got a signal): its download stops, with -EINTR. */
+	bool (*may_fetch)(void);
+	bool (*interrupted)(void);
 };
 
 struct tree;

@@ -42,6 +42,8 @@ struct tree {
 	struct tarx_limits limits;
 	unsigned tag_ttl;
 	long down_window;		/* seconds a silent registry is not asked */
+	bool (*may_fetch)(void);	/* tree_opts */
+	bool (*interrupted)(void);	/* tree_opts */
 	struct registries *regs;	/* registries.c */
 	struct dircache *dc;		/* dircache.c */
 	struct artifacts *arts;		/* artifacts.c */

@@ -45,7 +45,7 @@ README = os.path.join(REPO_ROOT, "README.md")
 OPTIONS = ["cache", "tag_ttl", "registry", "insecure", "timeout", "retries",
            "platform", "max_extract", "max_entries"]
 DEFAULTS = {"tag_ttl": "60", "timeout": "30", "retries": "3", "max_extract": "4G",
-            "max_entries": "100000"}
+            "max_entries": "100000", "share": "none", "max_threads": "64"}
 STATS_KEYS = ["requests", "manifest_requests", "blob_requests", "list_requests",
               "failed_requests", "cache_hits", "cache_misses", "bytes_fetched",
               "bytes_served_from_cache", "bytes_saved_by_platform",
@@ -308,7 +308,7 @@ def test_unknown_option_is_named(ocifs_bin, tmp_path, args, named):
 
 
 @pytest.mark.parametrize("opt", ["platform=foo/bar", "max_extract=lots", "max_entries=x",
-                                 "timeout=soon"])
+                                 "timeout=soon", "share=everyone", "max_threads=0"])
 def test_bad_option_value_is_named(ocifs_bin, tmp_path, opt):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -1,0 +1,272 @@
+"""A mount shared by slow registries and other users (issue 12, points 3 and 5).
+
+    registry <- FaultProxy (stall, trickle) <- ocifs <- cat, ls, a second user
+
+The contract checked here:
+
+  * FUSE workers: ``max_threads`` (default 64) is the number of workers; opens
+    waiting on the network take at most ``max_threads - 4`` of them, more get
+    EAGAIN at once, so ``ls`` and ``/.ocifs/stats`` always find a worker.
+  * allow_other: requests of another user (``setpriv`` to nobody) never make
+    the daemon look up credentials or contact a host, whatever path they name;
+    ``-o share=`` says what they see: nothing (none, the default, with modes
+    that say so), what the mount fetched already (cached), or everything with
+    the mounting user's credentials (all).
+"""
+
+import base64
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fixtures.faultproxy import FaultProxy
+from fixtures.push import Client, push_artifact
+from fixtures.registry import make_htpasswd, wait_for
+from fixtures.timing import within
+
+KiB = 1024
+BLOBS = r"/v2/.*/blobs/sha256:[0-9a-f]{64}"
+RESERVED_WORKERS = 4        # fs/ocifs.c: workers kept for metadata
+
+
+# --- helpers ------------------------------------------------------------------
+
+def art(m, host, repo, ref):
+    return os.path.join(m.path, host, repo, ref)
+
+
+def cat(path):
+    """A ``cat`` child reading ``path``; its stderr says why it failed."""
+    return subprocess.Popen(["cat", path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def stats(m):
+    with open(os.path.join(m.path, ".ocifs", "stats"), "rb") as f:
+        return json.loads(f.read())
+
+
+def blob_gets(proxy):
+    return proxy.seen(BLOBS)
+
+
+def as_other(*ops):
+    """Run ``ops`` ((op, path) with op read, listdir or stat) as nobody; a
+    list of (errno or 0, value): the bytes read, the sorted names, the mode."""
+    code = ("import json, os, sys\n"
+            "out = []\n"
+            "for op, path in json.loads(sys.argv[1]):\n"
+            "    try:\n"
+            "        if op == 'read':\n"
+            "            v = open(path, 'rb').read().decode('latin-1')\n"
+            "        elif op == 'listdir':\n"
+            "            v = sorted(os.listdir(path))\n"
+            "        else:\n"
+            "            v = os.stat(path).st_mode\n"
+            "        out.append((0, v))\n"
+            "    except OSError as e:\n"
+            "        out.append((e.errno, None))\n"
+            "print(json.dumps(out))\n")
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        sys.executable, "-c", code, json.dumps([list(o) for o in ops])],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    return [tuple(x) for x in json.loads(r.stdout)]
+
+
+def end_children(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+
+
+# --- fixtures -----------------------------------------------------------------
+
+N_FILES = 20
+
+
+@pytest.fixture(scope="module")
+def content(registry):
+    c = Client(registry.host)
+    many = push_artifact(c, "s/many", ["1"],
+                         files=[("f%02d.bin" % i, os.urandom(4 * KiB) + bytes([i]))
+                                for i in range(N_FILES)])
+    one = push_artifact(c, "s/one", ["1"], files=[("slow.bin", os.urandom(64 * KiB))])
+    return {"many": many, "one": one}
+
+
+@pytest.fixture
+def proxy(registry):
+    p = FaultProxy(registry.url)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def through(proxy, mount_factory):
+    def make(*opts):
+        return mount_factory(opts=["registry=" + proxy.host, "retries=0"] + list(opts))
+    return make
+
+
+# --- FUSE workers ---------------------------------------------------------------
+
+@pytest.mark.parametrize("max_threads", [None, 8], ids=["default 64", "max_threads=8"])
+def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_threads):
+    """20 opens stalled on their downloads: up to max_threads - 4 wait, the
+    rest get EAGAIN, and ls and /.ocifs/stats are answered meanwhile."""
+    workers = max_threads or 64
+    waiting = min(N_FILES, workers - RESERVED_WORKERS)
+    proxy.add(BLOBS, "stall", after=0, hold=120)
+    opts = ["timeout=120"] + (["max_threads=%d" % max_threads] if max_threads else [])
+    m = through(*opts)
+    d = art(m, proxy.host, "s/many", "1")
+    assert len(os.listdir(d)) >= N_FILES
+    cats = [cat(os.path.join(d, "f%02d.bin" % i)) for i in range(N_FILES)]
+    try:
+        # Exactly `waiting` opens reach the registry; the others fail at once.
+        wait_for(lambda: len(blob_gets(proxy)) >= waiting, 20,
+                 what="%d blob GETs" % waiting)
+        ended = lambda: [p for p in cats if p.poll() is not None]  # noqa: E731
+        wait_for(lambda: len(ended()) >= N_FILES - waiting, 20,
+                 what="%d readers refused" % (N_FILES - waiting))
+        refused = ended()
+        assert len(refused) == N_FILES - waiting
+        for p in refused:
+            assert p.returncode != 0
+            assert b"Resource temporarily unavailable" in p.stderr.read()
+        assert len(blob_gets(proxy)) == waiting
+        # The kept workers answer metadata while the opens wait.
+        names, _ = within(lambda: os.listdir(m.path), 10, "ls " + m.path)
+        assert proxy.host in names
+        doc, _ = within(lambda: stats(m), 10, "read /.ocifs/stats")
+        assert len(doc["in_flight"]) == waiting
+        _, _ = within(lambda: os.stat(os.path.join(d, "f00.bin")), 10, "stat f00.bin")
+        assert ("too many opens waiting" in m.log_text()) == (waiting < N_FILES)
+    finally:
+        end_children(cats)
+        proxy.stop()
+    for p in cats:
+        p.wait(30)
+    assert m.alive
+
+
+# --- allow_other ------------------------------------------------------------------
+
+USER, PASSWORD = "alice", "pw-Alice-0123456789"
+BASIC = "Basic " + base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def pushed(registry):
+    c = Client(registry.host)
+    return {"demo": push_artifact(c, "demo/pub", ["1"], files=[("hello.txt", b"hello\n")]),
+            "private": push_artifact(c, "private/app", ["1"],
+                                     files=[("secret.txt", b"classified\n")])}
+
+
+@pytest.fixture
+def shared(pushed, registry, registry_factory, mount_factory, tmp_path):
+    """shared(share) -> (mount, basic-auth registry, listener): a mount with
+    allow_other (and -o share=SHARE unless None) by us, whose login covers
+    the registry and a listener that answers every request with a Basic
+    challenge (and records what it was sent)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts with allow_other, setpriv to nobody")
+    if not shutil.which("setpriv") or not shutil.which("htpasswd"):
+        pytest.skip("needs setpriv (util-linux) and htpasswd (apache2-utils)")
+    # nobody must reach the mount point through pytest's private tmp dirs.
+    d = str(tmp_path)
+    while not os.stat(d).st_mode & 0o001:
+        os.chmod(d, os.stat(d).st_mode | 0o711)
+        d = os.path.dirname(d)
+    reg = registry_factory(storage_dir=registry.storage_dir,
+                           htpasswd=make_htpasswd(str(tmp_path / "htpasswd"),
+                                                  {USER: PASSWORD}))
+    listener = FaultProxy("http://127.0.0.1:1")
+    listener.add(r".*", "status", status=401, method=None,
+                 headers={"WWW-Authenticate": 'Basic realm="ocifs-test"'},
+                 body=b'{"errors":[{"code":"UNAUTHORIZED","message":"log in"}]}')
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    cred = BASIC.split()[1]
+    with open(home / ".docker" / "config.json", "w") as f:
+        json.dump({"auths": {reg.host: {"auth": cred}, listener.host: {"auth": cred}}}, f)
+    env = {"HOME": str(home), "DOCKER_CONFIG": None, "REGISTRY_AUTH_FILE": None,
+           "XDG_RUNTIME_DIR": None, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+    def make(share):
+        opts = ["registry=" + reg.host, "allow_other"]
+        if share:
+            opts.append("share=" + share)
+        return mount_factory(opts=opts, env=env, debug=True), reg, listener
+    yield make
+    listener.stop()
+
+
+def paths(m, reg, pushed, listener):
+    d = os.path.join(m.path, reg.host)
+    return {"demo": os.path.join(d, "demo/pub/1/hello.txt"),
+            "private": os.path.join(d, "private/app/1/secret.txt"),
+            "probe": os.path.join(m.path, listener.host, "any", "repo")}
+
+
+def assert_listener_unasked(listener):
+    assert listener.log == [], [(s.method, s.path) for s in listener.log]
+
+
+@pytest.mark.parametrize("share", [None, "none"], ids=["default", "share=none"])
+def test_other_users_get_nothing_by_default(shared, pushed, share):
+    m, reg, listener = shared(share)
+    p = paths(m, reg, pushed, listener)
+    with open(p["private"], "rb") as f:
+        assert f.read() == b"classified\n"
+    # Modes say what the kernel enforces: nothing for group and others.
+    for q in (m.path, os.path.dirname(p["private"]), p["private"]):
+        assert os.stat(q).st_mode & 0o077 == 0, (q, oct(os.stat(q).st_mode))
+    since = reg.mark()
+    got = as_other(("read", p["private"]), ("read", p["demo"]), ("listdir", m.path),
+                   ("listdir", p["probe"]), ("stat", m.path))
+    assert [e for e, _ in got] == [errno.EACCES] * 4 + [0]
+    assert reg.requests(since=since) == []
+    assert_listener_unasked(listener)
+    assert listener.host not in os.listdir(m.path)
+
+
+def test_share_cached_shows_only_what_the_mount_holds(shared, pushed):
+    m, reg, listener = shared("cached")
+    p = paths(m, reg, pushed, listener)
+    with open(p["demo"], "rb") as f:
+        assert f.read() == b"hello\n"
+    assert os.stat(p["demo"]).st_mode & 0o004
+    since = reg.mark()
+    got = as_other(("read", p["demo"]), ("read", p["private"]),
+                   ("listdir", os.path.dirname(p["demo"])), ("listdir", p["probe"]))
+    assert got[0] == (0, "hello\n")
+    assert got[1][0] == errno.EACCES
+    assert got[2][0] == 0 and "hello.txt" in got[2][1]
+    assert got[3][0] in (errno.EACCES, errno.ENOENT)
+    # Nothing left the daemon for them: no registry request, no new host.
+    assert reg.requests(since=since) == []
+    assert_listener_unasked(listener)
+    assert listener.host not in os.listdir(m.path)
+    # The mounting user still reaches the rest.
+    with open(p["private"], "rb") as f:
+        assert f.read() == b"classified\n"
+    assert as_other(("read", p["private"]))[0] == (0, "classified\n")
+
+
+def test_share_all_lends_the_mounting_users_reach(shared, pushed):
+    """The documented risk of share=all: another user reads private content and
+    makes the daemon send the mounting user's password to a host they name."""
+    m, reg, listener = shared("all")
+    p = paths(m, reg, pushed, listener)
+    got = as_other(("read", p["private"]), ("listdir", p["probe"]))
+    assert got[0] == (0, "classified\n")
+    assert any(s.headers.get("Authorization") == BASIC for s in listener.log), \
+        [s.headers for s in listener.log]
