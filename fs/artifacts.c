@@ -100,7 +100,7 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 	if (blobcache_read_all(t->bc, digest, MANIFEST_MAX_BYTES, body, len) == 0)
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	for (unsigned skip = 0, source = 0;; skip = source + 1) {
+	for (unsigned skip = 0, source = 0, same = 0;;) {
 		ret = reg_gate(t, reg, &err);
 		if (ret == 0) {
 			ret = regclient_get_manifest(t->rc, reg, repo, digest, skip, &source, &rm,
@@ -119,6 +119,17 @@ static int manifest_bytes(struct tree *t, const char *reg, const char *repo,
 			log_msg(LOG_WARNING, "%s: a mirror sent a manifest that hashes to %s; asking "
 				"the next source", what, got);
 			reg_manifest_release(&rm);
+			skip = source + 1;
+			continue;
+		}
+		/* The last source: a bit flipped in transit is worth asking
+		 * again, as the cache does for blobs. */
+		if (same < BLOBCACHE_REFETCH_MAX) {
+			log_msg(LOG_WARNING, "%s: registry sent a manifest that hashes to %s; "
+				"fetching it again", what, got);
+			reg_manifest_release(&rm);
+			blobcache_refetch_wait(++same);
+			skip = source;
 			continue;
 		}
 		log_msg(LOG_ERR, "%s: registry sent a manifest that hashes to %s; refused", what,
@@ -302,6 +313,38 @@ int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
 	return ret;
 }
 
+/* GET the manifest of repo:tag into @rm; one that does not hash to the
+ * registry's Docker-Content-Digest is fetched again (bounded, with
+ * backoff), then refused with -EIO. */
+static int tag_manifest(struct tree *t, const char *reg, const char *repo, const char *tag,
+			const char *what, struct reg_manifest *rm, struct reg_error *err)
+{
+	char got[72];
+	int ret;
+
+	for (int same = 0;; same++) {
+		ret = reg_gate(t, reg, err);
+		if (ret == 0) {
+			ret = regclient_get_manifest(t->rc, reg, repo, tag, 0, NULL, rm, err);
+			reg_outcome(t, reg, ret, err);
+		}
+		if (ret < 0)
+			return ret;
+		blobcache_digest_of(rm->body, rm->len, got);
+		if (!rm->digest_header || !strcmp(rm->digest_header, got))
+			return 0;
+		if (same >= BLOBCACHE_REFETCH_MAX) {
+			log_msg(LOG_ERR, "%s: manifest hashes to %s but the registry says %s; "
+				"refused", what, got, rm->digest_header);
+			return -EIO;
+		}
+		log_msg(LOG_WARNING, "%s: manifest hashes to %s but the registry says %s; "
+			"fetching it again", what, got, rm->digest_header);
+		reg_manifest_release(rm);
+		blobcache_refetch_wait(same + 1);
+	}
+}
+
 /* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
  * says there is no such tag (*repo_exists tells whether the repository
  * is there), or -errno. A registry that cannot be reached is answered from
@@ -329,11 +372,7 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	}
 
 	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
-	ret = reg_gate(t, reg, &err);
-	if (ret == 0) {
-		ret = regclient_get_manifest(t->rc, reg, repo, tag, 0, NULL, &rm, &err);
-		reg_outcome(t, reg, ret, &err);
-	}
+	ret = tag_manifest(t, reg, repo, tag, what, &rm, &err);
 	if (ret == -ENOENT) {
 		*repo_exists = !strcmp(err.code, "MANIFEST_UNKNOWN");
 		tags_store(t, reg, repo, tag, NULL, *repo_exists);
@@ -364,12 +403,6 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 		goto out_free;
 	}
 	blobcache_digest_of(rm.body, rm.len, got);
-	if (rm.digest_header && strcmp(rm.digest_header, got) != 0) {
-		log_msg(LOG_ERR, "%s: manifest hashes to %s but the registry says %s; refused",
-			what, got, rm.digest_header);
-		ret = -EIO;
-		goto out_free;
-	}
 	if (!artifact_find(t, reg, repo, got)) {
 		ret = blobcache_put(t->bc, got, rm.body, rm.len);
 		if (ret == 0)

@@ -133,12 +133,10 @@ static int do_open(struct tree *t, struct target *g, struct tree_file *f)
 		/* Pin first: eviction must not take the layer under us. */
 		layer_of_extracted(g->ext, f->pin);
 		blobcache_pin(t->bc, f->pin);
-		ret = openat(blobcache_root_fd(t->bc), g->ext, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (ret < 0)
-			ret = errno == ELOOP ? -EINVAL : -errno;
-		else
+		ret = serve_open_extracted(t, g->r.art, g->ext, O_RDONLY | O_NOFOLLOW);
+		if (ret >= 0)
 			stats_open(t->stats, true);	/* served from the extracted layer */
-		return ret;
+		return ret == -ELOOP ? -EINVAL : ret;
 	}
 	if (!e || e->kind == AE_DIR || e->kind == AE_ARCHIVE)
 		return -EISDIR;

@@ -137,17 +137,17 @@ out:
 	return ret < 0 ? ret : 0;
 }
 
-static int readdir_extracted(struct tree *t, const char *rel, tree_fill_fn fill, void *ctx)
+static int readdir_extracted(struct tree *t, struct artifact *art, const char *rel,
+			     tree_fill_fn fill, void *ctx)
 {
-	int fd = openat(blobcache_root_fd(t->bc), rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-							    O_CLOEXEC);
+	int fd = serve_open_extracted(t, art, rel, O_RDONLY | O_DIRECTORY);
 	struct dirent *de;
 	struct tree_attr a;
 	struct stat st;
 	DIR *d;
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	d = fdopendir(fd);
 	if (!d) {
 		close(fd);
@@ -174,11 +174,11 @@ static int readdir_artifact(struct tree *t, struct target *g, tree_fill_fn fill,
 	struct tree_attr a;
 
 	if (g->ext[0])
-		return readdir_extracted(t, g->ext, fill, ctx);
+		return readdir_extracted(t, g->r.art, g->ext, fill, ctx);
 	if (g->e && g->e->kind == AE_ARCHIVE) {
 		char rel[4200];
 		int ret = serve_extracted_path(t, g->r.art, g->e, NULL, rel, sizeof(rel));
-		return ret < 0 ? ret : readdir_extracted(t, rel, fill, ctx);
+		return ret < 0 ? ret : readdir_extracted(t, g->r.art, rel, fill, ctx);
 	}
 	if (g->e && g->e->kind != AE_DIR)
 		return -ENOTDIR;

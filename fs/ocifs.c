@@ -548,6 +548,18 @@ static long long parse_age(const char *s)
 	return *end ? -1 : v;
 }
 
+/* Why the cache at @dir could not be used: a refused layout says which
+ * directory and what to do. */
+static void cache_error(const char *dir, int err)
+{
+	char why[1024];
+
+	if (blobcache_check(dir, why, sizeof(why)) < 0)
+		fprintf(stderr, "ocifs: cache refused: %s\n", why);
+	else
+		fprintf(stderr, "ocifs: cache %s: %s\n", dir, strerror(-err));
+}
+
 /* --cache-info and --cache-prune: work on the cache without mounting. */
 static int cache_command(const struct options *o, long long max_bytes)
 {
@@ -557,7 +569,7 @@ static int cache_command(const struct options *o, long long max_bytes)
 
 	ret = blobcache_new(o->cache, BLOBCACHE_READONLY, &bc);
 	if (ret < 0) {
-		fprintf(stderr, "ocifs: cache %s: %s\n", o->cache, strerror(-ret));
+		cache_error(o->cache, ret);
 		return 1;
 	}
 	if (o->cache_prune || o->prune_age) {
@@ -585,9 +597,10 @@ static int cache_command(const struct options *o, long long max_bytes)
 		fprintf(stderr, "ocifs: cache %s: %s\n", o->cache, strerror(-ret));
 		return 1;
 	}
-	printf("cache: %s\nblobs: %llu\nbytes: %llu\nextracted archives: %llu\n", o->cache,
+	printf("cache: %s\nblobs: %llu\nbytes: %llu\nextracted archives: %llu\n"
+	       "extracted bytes: %llu\n", o->cache,
 	       (unsigned long long)info.blobs, (unsigned long long)info.bytes,
-	       (unsigned long long)info.extracted);
+	       (unsigned long long)info.extracted, (unsigned long long)info.extracted_bytes);
 	if (info.blobs) {
 		char a[64], b[64];
 		strftime(a, sizeof(a), "%Y-%m-%d %H:%M:%S", localtime(&info.oldest));
@@ -883,7 +896,7 @@ int main(int argc, char *argv[])
 	};
 	ret = tree_new(&to, &tree);
 	if (ret < 0) {
-		fprintf(stderr, "ocifs: cache %s: %s\n", o.cache, strerror(-ret));
+		cache_error(o.cache, ret);
 		ret = 1;
 		goto out_args;
 	}

@@ -149,7 +149,7 @@ static int extract(struct tree *t, const struct artifact *a, const char *digest,
 		if (!err.repeated)
 			log_msg(LOG_ERR, "%s/%s@%s: layer %s refused%s%s%s: %s", a->registry, a->repo,
 				a->digest, digest, err.entry[0] ? ": entry \"" : "", err.entry,
-				err.entry[0] ? "\"" : "", err.reason ? err.reason : strerror(-ret));
+				err.entry[0] ? "\"" : "", err.reason[0] ? err.reason : strerror(-ret));
 		return -EIO;
 	}
 	return ret;
@@ -179,9 +179,9 @@ static int ensure_fallback(struct tree *t, struct artifact *a, char *out, size_t
 		if (ret < 0)
 			return ret;	/* transient: do not remember */
 		snprintf(dir, sizeof(dir), "extract/sha256/%s", d->digest + 7);
-		dfd = openat(blobcache_root_fd(t->bc), dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dfd = blobcache_extracted_open(t->bc, d->digest, "", O_RDONLY | O_DIRECTORY);
 		if (dfd < 0)
-			return -errno;
+			return dfd;	/* evicted already: transient */
 		ret = aview_find_entrypoint(dfd, &t->platform, rel, sizeof(rel));
 		close(dfd);
 		if (ret == 0) {
@@ -214,4 +214,51 @@ int serve_extracted_path(struct tree *t, struct artifact *a, const struct aentry
 	snprintf(out, len, "extract/sha256/%s%s%s%s%s", e->digest + 7, e->subdir ? "/" : "",
 		 e->subdir ? e->subdir : "", rest && *rest ? "/" : "", rest ? rest : "");
 	return 0;
+}
+
+/* The size of layer @digest of @a, for extracting it again. */
+static int layer_size(const struct artifact *a, const char *digest, uint64_t *size)
+{
+	const struct manifest *m = a->v->m;
+
+	for (size_t i = 0; i < m->n_layers; i++) {
+		if (!strcmp(m->layers[i].digest, digest)) {
+			*size = m->layers[i].size;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int serve_open_extracted(struct tree *t, struct artifact *a, const char *ext, int flags)
+{
+	static const char prefix[] = "extract/sha256/";
+	const char *hex = ext + strlen(prefix), *rest;
+	char digest[72];
+	uint64_t size;
+	int fd, ret;
+
+	if (strncmp(ext, prefix, strlen(prefix)) || strlen(hex) < 64 ||
+	    (hex[64] && hex[64] != '/'))
+		return -EINVAL;
+	snprintf(digest, sizeof(digest), "sha256:%.64s", hex);
+	rest = hex[64] ? hex + 65 : "";
+	fd = blobcache_extracted_open(t->bc, digest, rest, flags);
+	if (fd == -ESTALE) {
+		/* Evicted since it was extracted (the legacy fallback's path is
+		 * remembered): extract it again, once. */
+		ret = layer_size(a, digest, &size);
+		if (ret == 0)
+			ret = extract(t, a, digest, size, false);
+		if (ret < 0)
+			return ret;
+		fd = blobcache_extracted_open(t->bc, digest, rest, flags);
+	}
+	if (fd == -EXDEV || fd == -ESTALE) {
+		log_msg(LOG_ERR, "%s/%s@%s: %s: %s", a->registry, a->repo, a->digest, ext,
+			fd == -EXDEV ? "a link leads out of the layer; refused" :
+				       "extracted layer vanished");
+		return -EIO;
+	}
+	return fd;
 }

@@ -21,4 +21,9 @@ int serve_open_blob(struct tree *t, const struct artifact *a, const char *digest
 int serve_extracted_path(struct tree *t, struct artifact *a, const struct aentry *e,
 			 const char *rest, char *out, size_t len);
 
+/* Open @ext (from serve_extracted_path()) for openat() @flags without
+ * leaving its layer's tree (links leading out are refused: -EIO, logged);
+ * a tree evicted since is extracted again. An fd or -errno. */
+int serve_open_extracted(struct tree *t, struct artifact *a, const char *ext, int flags);
+
 #endif

@@ -241,10 +241,15 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 	if (ret < 0)
 		return ret;
 	if (g->ext[0]) {
-		if (fstatat(blobcache_root_fd(t->bc), g->ext, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			ret = -errno;
+		int fd = serve_open_extracted(t, g->r.art, g->ext, O_PATH | O_NOFOLLOW);
+		if (fd < 0) {
+			ret = fd;
 			goto out_free;
 		}
+		ret = fstat(fd, &st) < 0 ? -errno : 0;
+		close(fd);
+		if (ret < 0)
+			goto out_free;
 		stat_attr(&st, out);
 		if (g->e->kind == AE_FALLBACK)
 			out->mode = S_IFREG | 0555;
@@ -295,7 +300,12 @@ int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)
 		ret = -EINVAL;
 		goto out_free;
 	}
-	n = readlinkat(blobcache_root_fd(t->bc), g->ext, buf, size - 1);
+	ret = serve_open_extracted(t, g->r.art, g->ext, O_PATH | O_NOFOLLOW);
+	if (ret < 0)
+		goto out_free;
+	n = readlinkat(ret, "", buf, size - 1);
+	close(ret);
+	ret = 0;
 	if (n < 0) {
 		ret = -errno;
 		goto out_free;

@@ -133,7 +133,7 @@ int tarx_remove_tree(const char *path)
 static void refuse(struct tarx_error *err, const char *entry, const char *reason)
 {
 	snprintf(err->entry, sizeof(err->entry), "%s", entry ? entry : "?");
-	err->reason = reason;
+	snprintf(err->reason, sizeof(err->reason), "%s", reason ? reason : "refused");
 }
 
 /* Map libarchive's result once, here. */
@@ -196,7 +196,7 @@ int tarx_extract(int src_fd, const char *dest_abs, const struct tarx_limits *lim
 	int ret = 0;
 
 	err->entry[0] = '\0';
-	err->reason = NULL;
+	err->reason[0] = '\0';
 	err->repeated = false;
 	if (fstat(src_fd, &src) < 0)
 		return -errno;

@@ -33,10 +33,11 @@ struct tarx_limits {
 	{ TARX_DEFAULT_MAX_BYTES, TARX_DEFAULT_MAX_ENTRIES, TARX_DEFAULT_MAX_RATIO, \
 	  TARX_DEFAULT_RATIO_FLOOR }
 
-/* Why an archive was refused: the entry and the reason (static). */
+/* Why an archive was refused: the entry and the reason ("" when none), both
+ * copies of ours: libarchive's messages die with its handle. */
 struct tarx_error {
 	char entry[256];
-	const char *reason;
+	char reason[160];
 	bool repeated;		/* a refusal reported before (blobcache) */
 };
 

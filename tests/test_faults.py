@@ -284,28 +284,52 @@ def test_manifest_faults_are_retried(content, proxy, through):
 
 BAD_BODY = ["corrupt first byte", "corrupt middle", "corrupt last byte", "short",
             "long", "other blob"]
+# Wrong bytes from the last source are fetched again this often (blobcache.c).
+REFETCH_MAX = 3
 
 
-@pytest.mark.parametrize("case", BAD_BODY)
-def test_bad_blob_is_eio_and_never_cached(case, content, proxy, through):
+def add_bad_body(proxy, content, case, times):
     mid = content.mid.layers[0]
     path = r"/v2/f/mid/blobs/" + mid.digest
     if case.startswith("corrupt"):
         off = {"first": 0, "middle": None, "last": mid.size - 1}[case.split()[1]]
-        proxy.add(path, "corrupt", offset=off, times=1)
+        proxy.add(path, "corrupt", offset=off, times=times)
     elif case == "short":
-        proxy.add(path, "replace", body=mid.data[:-1000], digest=False, times=1,
+        proxy.add(path, "replace", body=mid.data[:-1000], digest=False, times=times,
                   content_type="application/octet-stream")
     elif case == "long":
-        proxy.add(path, "replace", body=mid.data + b"\0" * 1000, digest=False, times=1,
+        proxy.add(path, "replace", body=mid.data + b"\0" * 1000, digest=False, times=times,
                   content_type="application/octet-stream")
     else:
-        proxy.add(path, "replace", body=content.big.layers[0].data, digest=False, times=1,
-                  content_type="application/octet-stream")
+        proxy.add(path, "replace", body=content.big.layers[0].data, digest=False,
+                  times=times, content_type="application/octet-stream")
+    return mid
+
+
+@pytest.mark.parametrize("case", BAD_BODY)
+def test_bad_blob_is_fetched_again(case, content, proxy, through):
+    """Wrong bytes once (a flipped bit in transit): the same source is asked
+    again and the read succeeds."""
+    mid = add_bad_body(proxy, content, case, times=1)
     m = through()
     f = os.path.join(art(m, proxy.host, "f/mid", "1"), "mid.bin")
-    err, _ = errno_of(lambda: read(f), 30, "read " + f)
+    assert within(lambda: read(f), 30, "read " + f) == mid.data
+    assert cache_blobs(m.cache).get(mid.hex) == mid.size
+    assert len(blob_gets(proxy, mid.digest)) == 2
+    assert_tmp_only_live_sessions(m.cache)
+
+
+@pytest.mark.parametrize("case", BAD_BODY)
+def test_bad_blob_is_eio_and_never_cached(case, content, proxy, through):
+    """Wrong bytes every time: EIO after the bound, nothing cached."""
+    mid = add_bad_body(proxy, content, case, times=REFETCH_MAX + 1)
+    m = through()
+    f = os.path.join(art(m, proxy.host, "f/mid", "1"), "mid.bin")
+    err, secs = errno_of(lambda: read(f), 30, "read " + f)
     assert err == errno.EIO
+    # 100 + 200 + 400 ms of backoff, each with up to 50 % jitter.
+    assert secs >= 0.7, secs
+    assert len(blob_gets(proxy, mid.digest)) == REFETCH_MAX + 1
     assert mid.hex not in cache_blobs(m.cache)
     assert_tmp_only_live_sessions(m.cache)
     assert re.search(r"%s.*(failed verification|mismatch)" % re.escape(mid.digest),
@@ -313,7 +337,26 @@ def test_bad_blob_is_eio_and_never_cached(case, content, proxy, through):
     # No negative caching: the next open fetches again and succeeds.
     assert within(lambda: read(f), 30, "re-read " + f) == mid.data
     assert cache_blobs(m.cache).get(mid.hex) == mid.size
-    assert len(blob_gets(proxy, mid.digest)) == 2
+    assert len(blob_gets(proxy, mid.digest)) == REFETCH_MAX + 2
+
+
+@pytest.mark.parametrize("by", ["tag", "digest"])
+def test_manifest_corrupted_once_is_fetched_again(by, content, proxy, through):
+    """One flipped byte in a manifest, by tag (against Docker-Content-Digest)
+    or by digest: asked again, and the artifact works."""
+    p = content.small
+    ref = "1" if by == "tag" else p.digest
+    proxy.add(r"/v2/f/small/manifests/" + re.escape(ref), "corrupt", method=None,
+              offset=40, times=1)
+    m = through()
+    d = art(m, proxy.host, "f/small", ref)
+    assert within(lambda: read(os.path.join(d, "manifest.json")), 30, "read") == p.manifest
+    assert read(os.path.join(d, "a.txt")) == p.layers[0].data
+    acts = [s.action for s in proxy.seen(r"/v2/f/small/manifests/" + re.escape(ref),
+                                         method=None)]
+    assert acts[:2] == ["corrupt", "forward"], acts
+    assert re.search(r"f/small[:@]%s: .*hashes to .*; fetching it again" % re.escape(ref),
+                     m.log_text()), m.log_text()
 
 
 def test_manifest_not_matching_its_digest_is_refused(content, proxy, through):
@@ -412,6 +455,45 @@ def test_slow_drip_within_the_timeout_succeeds(content, proxy, through):
 
 
 # --- the randomized run -------------------------------------------------------------
+
+# Issue 12's fault run: each request, with probability 0.3 in all, gets one
+# of these (rules are drawn in order, so each has 1 - 0.7 ** (1/6)).
+P_EACH = 1 - 0.7 ** (1 / 6)
+FAULTS_03 = [("status", dict(status=503)), ("status", dict(status=429)),
+             ("reset", dict(after=1000)), ("truncate", dict(after=20 * KiB)),
+             ("corrupt", {}), ("drip", dict(rate=1 * MiB))]
+
+
+def test_cold_reads_under_faults_p03(registry, proxy, through):
+    """30 cold reads (each a manifest by tag and a blob never fetched before)
+    through a proxy faulting 30 % of requests: >= 29 correct, none wrong,
+    every cached blob hashes to its name."""
+    c = Client(registry.host)
+    rnd = random.Random(SEED)
+    arts = [push_artifact(c, "f/cold%02d" % i, ["1"],
+                          files=[("b.bin", rnd.randbytes(rnd.randrange(64 * KiB, 1536 * KiB)))])
+            for i in range(30)]
+    for regex in (BLOBS, MANIFESTS):
+        for action, kw in FAULTS_03:
+            proxy.add(regex, action, method=None, prob=P_EACH, **kw)
+    m = through("timeout=5")
+    ok, wrong, failed = [], [], []
+    for p in arts:
+        f = os.path.join(art(m, proxy.host, p.repo, "1"), "b.bin")
+        try:
+            got = within(lambda: read(f), 60, "read " + f)
+        except OSError as e:
+            failed.append((p.repo, e.errno))
+            continue
+        (ok if got == p.layers[0].data else wrong).append(p.repo)
+    print("seed %d: %d of %d cold reads correct, %d wrong, failed %s; requests %s"
+          % (SEED, len(ok), len(arts), len(wrong), failed, proxy.actions(".*", method=None)))
+    assert not wrong, "seed %d: WRONG BYTES: %s" % (SEED, wrong)
+    assert len(ok) >= 29, "seed %d: failed %s" % (SEED, failed)
+    cache_blobs(m.cache)            # every cached blob hashes to its name
+    assert sum(proxy.actions(BLOBS, method=None).get(a, 0)
+               for a in ("corrupt", "status", "reset", "truncate", "drip")) >= 5
+    assert_tmp_only_live_sessions(m.cache)
 
 def test_randomized_faults_never_return_wrong_bytes(content, proxy, through):
     """~300 reads (whole files and ranges, 6 threads) over 40 blobs, with every
