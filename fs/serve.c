@@ -34,9 +34,14 @@ struct fetch_ctx {
 	struct stats_download *progress;
 };
 
+/* Also where a reader's interrupt reaches the download, at the next bytes
+ * (a transfer that sends none fails by the stall timeout). */
 static int counting_sink(void *arg, const void *data, size_t len)
 {
 	struct fetch_ctx *f = arg;
+
+	if (data && f->t->interrupted && f->t->interrupted())
+		return -EINTR;
 
 	stats_download_progress(f->t->stats, f->progress, data ? len : 0, !data);
 	return f->sink(f->sink_arg, data, len);
@@ -88,8 +93,10 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 	}
 	stats_download_end(f->t->stats, f->progress, ret);
 	f->progress = NULL;
-	if (ret < 0 && ret != -EBADMSG && !reg_not_shared(&err) &&
-	    (f->is_manifest || err.status || err.message[0]))
+	if (ret == -EINTR)
+		log_msg(LOG_INFO, "%s: the reader was interrupted; download dropped", what);
+	else if (ret < 0 && ret != -EBADMSG && !reg_not_shared(&err) &&
+		 (f->is_manifest || err.status || err.message[0]))
 		log_reg_error(what, &err, ret);
 	return ret;
 }

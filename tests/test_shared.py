@@ -7,6 +7,9 @@ The contract checked here:
   * FUSE workers: ``max_threads`` (default 64) is the number of workers; opens
     waiting on the network take at most ``max_threads - 4`` of them, more get
     EAGAIN at once, so ``ls`` and ``/.ocifs/stats`` always find a worker.
+  * Interrupts: a reader killed (SIGKILL, SIGINT) while its open waits on a
+    trickling download ends at once; the daemon drops that transfer, and
+    another reader waiting on it is not handed the EINTR.
   * allow_other: requests of another user (``setpriv`` to nobody) never make
     the daemon look up credentials or contact a host, whatever path they name;
     ``-o share=`` says what they see: nothing (none, the default, with modes
@@ -19,11 +22,13 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
+from fixtures.cache import cache_blobs
 from fixtures.faultproxy import FaultProxy
 from fixtures.push import Client, push_artifact
 from fixtures.registry import make_htpasswd, wait_for
@@ -44,6 +49,16 @@ def cat(path):
     """A ``cat`` child reading ``path``; its stderr says why it failed."""
     return subprocess.Popen(["cat", path], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
+
+
+def in_open(p):
+    """Is child ``p`` inside open(2) (waiting on the daemon)?"""
+    try:
+        with open("/proc/%d/syscall" % p.pid) as f:
+            nr = f.read().split()[0]
+    except (OSError, IndexError):
+        return False
+    return nr in ("2", "257")       # open, openat (x86_64)
 
 
 def stats(m):
@@ -154,6 +169,59 @@ def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_thre
     for p in cats:
         p.wait(30)
     assert m.alive
+
+
+# --- interrupts -----------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_reader_of_a_trickling_blob_ends(content, proxy, through, sig):
+    """1 byte every 3 s keeps any stall timer happy; the reader's signal must
+    end its open anyway, and the daemon must drop the transfer."""
+    one = content["one"].layers[0]
+    proxy.add(r"/v2/s/one/blobs/" + one.digest, "trickle", every=3, times=1)
+    m = through("timeout=30")
+    f = os.path.join(art(m, proxy.host, "s/one", "1"), "slow.bin")
+    os.listdir(os.path.dirname(f))
+    p = cat(f)
+    try:
+        get = wait_for(lambda: blob_gets(proxy), 20, what="the blob GET")[0]
+        assert p.poll() is None, "cat ended early"
+        p.send_signal(sig)
+        p.wait(10)
+    finally:
+        end_children([p])
+    assert p.returncode == -sig
+    # The download was dropped with its reader (no one else waits on it).
+    assert get.done.wait(10), "the daemon still reads the trickle"
+    assert one.hex not in cache_blobs(m.cache)
+    # Nothing stuck: the next reader gets the blob (the rule was used up).
+    with open(f, "rb") as fh:
+        assert within(fh.read, 30, "read " + f)[0] == one.data
+    assert m.alive
+
+
+def test_interrupt_does_not_fail_a_download_others_wait_on(content, proxy, through):
+    """Two readers of one trickling blob: killing the one whose open downloads
+    does not hand its EINTR to the other, which then gets the blob."""
+    one = content["one"].layers[0]
+    proxy.add(r"/v2/s/one/blobs/" + one.digest, "trickle", every=3, times=1)
+    m = through("timeout=30")
+    f = os.path.join(art(m, proxy.host, "s/one", "1"), "slow.bin")
+    os.listdir(os.path.dirname(f))
+    first = cat(f)
+    second = None
+    try:
+        wait_for(lambda: blob_gets(proxy), 20, what="the blob GET")
+        second = cat(f)
+        wait_for(lambda: in_open(second), 10, what="the second reader blocked in open")
+        first.kill()
+        first.wait(10)
+        # The trickle was dropped with its reader; the other asks again.
+        assert second.wait(30) == 0, second.stderr.read()
+    finally:
+        end_children([first] + ([second] if second else []))
+    assert [g.action for g in blob_gets(proxy)] == ["trickle", "forward"]
+    assert one.hex in cache_blobs(m.cache)
 
 
 # --- allow_other ------------------------------------------------------------------
