@@ -236,12 +236,18 @@ def test_two_signatures_one_verifies(registry, client, mount_factory, keys):
     assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 2
 
 
-def test_index_signature_covers_its_platform_manifest(registry, client, mount_factory, keys):
-    repo = new_repo()
+def two_platforms(client, repo):
+    """An index tagged 1.0 over a linux/amd64 and a linux/arm64 manifest."""
     amd = push_artifact(client, repo, [], [("provider", read(ELF_PATH), None)])
     arm = push_artifact(client, repo, [], [("provider", os.urandom(512), None)])
     idx = push_index(client, repo, ["1.0"], [(amd, platform("linux", "amd64")),
                                              (arm, platform("linux", "arm64"))])
+    return idx, amd
+
+
+def test_index_signature_covers_its_platform_manifest(registry, client, mount_factory, keys):
+    repo = new_repo()
+    idx, _ = two_platforms(client, repo)
     sign_tag(client, repo, idx.digest, [Signature.make(keys["ecdsa"],
                                                        identity(registry.host, repo),
                                                        idx.digest)])
@@ -252,10 +258,7 @@ def test_index_signature_covers_its_platform_manifest(registry, client, mount_fa
 def test_platform_manifest_signature_does_not_cover_the_index(registry, client,
                                                               mount_factory, keys):
     repo = new_repo()
-    amd = push_artifact(client, repo, [], [("provider", read(ELF_PATH), None)])
-    arm = push_artifact(client, repo, [], [("provider", os.urandom(512), None)])
-    idx = push_index(client, repo, ["1.0"], [(amd, platform("linux", "amd64")),
-                                             (arm, platform("linux", "arm64"))])
+    idx, amd = two_platforms(client, repo)
     sign_tag(client, repo, amd.digest, [Signature.make(keys["ecdsa"],
                                                        identity(registry.host, repo),
                                                        amd.digest)])
