@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdarg.h>
@@ -127,6 +128,7 @@ static int key_load(const char *path, struct cosign_key *key, char *why, size_t 
 	snprintf(key->name, sizeof(key->name), "%s key %.256s", kind, path);
 	return 0;
 out_refused:
+	ERR_clear_error();
 	EVP_PKEY_free(key->pkey);
 	key->pkey = NULL;
 	snprintf(why, whylen, "verify=cosign:%s: %s", path, reason);
@@ -213,6 +215,10 @@ static bool key_verifies(const struct cosign_key *key, const void *payload, size
 				 key->pkey) == 1)
 		ok = EVP_DigestVerify(ctx, sig, siglen, payload, len) == 1;
 	EVP_MD_CTX_free(ctx);
+	/* A failed check leaves errors in this thread's queue, where curl's
+	 * TLS code would find them later. */
+	if (!ok)
+		ERR_clear_error();
 	return ok;
 }
 
