@@ -18,6 +18,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "referrers.h"
+#include "ref.h"
 #include "registries.h"
 #include "serve.h"
 #include "simplesign.h"
@@ -168,6 +169,7 @@ struct check {
 	unsigned found;		/* signature layers seen */
 	size_t key;		/* on success: the key, and where */
 	char where[160];
+	char sigman[72];	/* the signature manifest that verified */
 };
 
 /* Read a cached blob of at most @max bytes from @fd (closed). */
@@ -215,9 +217,10 @@ static int fetch_payload(void *arg, const struct descriptor *d, char **buf, size
 	return fetch_cached(arg, d->digest, d->size, false, COSIGN_PAYLOAD_MAX, buf, len);
 }
 
-/* Verify signature manifest @body (from @source) for the artifact. */
-static int check_manifest(struct check *c, const char *source, const char *body, size_t len,
-			  const char *ctype)
+/* Verify signature manifest @body (from @source, digest @digest) for
+ * the artifact. */
+static int check_manifest(struct check *c, const char *source, const char *digest,
+			  const char *body, size_t len, const char *ctype)
 {
 	struct cosign_outcome o;
 	struct manifest *m = NULL;
@@ -235,6 +238,7 @@ static int check_manifest(struct check *c, const char *source, const char *body,
 	c->found += o.signatures;
 	if (ret == 0) {
 		c->key = o.key;
+		snprintf(c->sigman, sizeof(c->sigman), "%s", digest);
 		snprintf(c->where, sizeof(c->where), "%s, payload %.19s%s", source, o.layer,
 			 o.fetched ? "" : " (cosign's own, not fetched)");
 		return 0;
@@ -277,7 +281,7 @@ static int check_sig_tag(struct check *c)
 		goto out_release;
 	}
 	(void)blobcache_put(c->t->bc, got, rm.body, rm.len);	/* for offline use */
-	ret = check_manifest(c, tag, rm.body, rm.len, rm.content_type);
+	ret = check_manifest(c, tag, got, rm.body, rm.len, rm.content_type);
 out_release:
 	reg_manifest_release(&rm);
 	return ret;
@@ -320,12 +324,70 @@ static int check_referrers(struct check *c)
 				c->transport_err = r;
 			continue;
 		}
-		ret = check_manifest(c, source, body, len, d->media_type);
+		ret = check_manifest(c, source, d->digest, body, len, d->media_type);
 		free(body);
 	}
 	if (!seen)
 		report_add(&c->rep, "no cosign referrer (from %s)", via);
 	manifest_free(idx);
+	return ret;
+}
+
+/* Which signature manifest verified an artifact, kept in the cache as
+ * signatures/<sha256 of "<registry>/<repo>@<digest>">: a new mount that
+ * cannot reach the registry verifies again from cached manifests and
+ * payloads. The file is only a pointer; what it names is checked again. */
+#define EVIDENCE_DIR "signatures"
+
+static void evidence_path(const char *key, char out[96])
+{
+	char d[72];
+
+	blobcache_digest_of(key, strlen(key), d);
+	snprintf(out, 96, EVIDENCE_DIR "/%s", d + 7);
+}
+
+static void evidence_put(struct tree *t, const char *key, const char *sigman)
+{
+	int root = blobcache_root_fd(t->bc), fd;
+	char path[96], line[80];
+	int n = snprintf(line, sizeof(line), "%s\n", sigman);
+
+	evidence_path(key, path);
+	if (mkdirat(root, EVIDENCE_DIR, 0700) < 0 && errno != EEXIST)
+		return;
+	fd = openat(root, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	/* A torn write is harmless: it names no valid digest. */
+	if (write(fd, line, (size_t)n) != n)
+		log_msg(LOG_DEBUG, "%s: evidence not kept", key);
+	close(fd);
+}
+
+/* Verify again from the signature manifest that verified before. */
+static int check_evidence(struct check *c, const char *key)
+{
+	char path[96], digest[80] = "", *body = NULL, source[128];
+	size_t len = 0;
+	ssize_t n;
+	int fd, ret;
+
+	evidence_path(key, path);
+	fd = openat(blobcache_root_fd(c->t->bc), path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -ENOENT;
+	n = read(fd, digest, sizeof(digest) - 1);
+	close(fd);
+	if (n < 72 || digest[71] != '\n')
+		return -ENOENT;
+	digest[71] = '\0';
+	if (!ref_valid_digest(digest) ||
+	    blobcache_read_all(c->t->bc, digest, MANIFEST_MAX_BYTES, &body, &len) < 0)
+		return -ENOENT;
+	snprintf(source, sizeof(source), "cached signature manifest %.19s", digest);
+	ret = check_manifest(c, source, digest, body, len, NULL);
+	free(body);
 	return ret;
 }
 
@@ -344,10 +406,14 @@ int signatures_check(struct tree *t, const char *reg, const char *repo, const ch
 	ret = check_sig_tag(&c);
 	if (ret != 0 && ret != -ENOMEM)
 		ret = check_referrers(&c);
+	/* The registry cannot say: what verified before may still be cached. */
+	if (ret != 0 && ret != -ENOMEM && c.transport_err && check_evidence(&c, key) == 0)
+		ret = 0;
 	if (ret == 0) {
 		log_msg(LOG_INFO, "%s: verified (verify=cosign): %s by %s", what, c.where,
 			cosign_key_name(t->sigs->keys, c.key));
 		verdict_put(t, key, 0);
+		evidence_put(t, key, c.sigman);
 		return 0;
 	}
 	if (ret == -ENOMEM)

@@ -310,6 +310,35 @@ def test_reference_mount_same_policy(registry, client, mount_factory, keys):
     assert "refused (verify=cosign): no signature" in str(e.value)
 
 
+def test_new_mount_offline_verifies_from_the_cache(registry_factory, mount_factory, keys,
+                                                  tmp_path):
+    reg = registry_factory()
+    c = Client(reg.host)
+    # one-component names: offline, a nested name's first path probe (is
+    # "sig" a repository with tag "<hex>"?) fails before the digest is reached
+    signed, unsigned = new_repo().replace("/", "-"), new_repo().replace("/", "-")
+    p = provider(c, signed)
+    # not cosign's own payload: offline, the payload must come from the cache too
+    sign_tag(c, signed, p.digest, [Signature.make(keys["ecdsa"], identity(reg.host, signed),
+                                                  p.digest, optional={"build": "7"})])
+    q = provider(c, unsigned)
+    cache = tmp_path / "shared-cache"
+    m = vmount(mount_factory, reg, keys["ecdsa"], cache=cache)
+    assert read(os.path.join(art(m, reg, signed), "provider")) == read(ELF_PATH)
+    plain = mount_factory(opts=["registry=" + reg.host, "platform=linux/amd64"], cache=cache)
+    assert read(os.path.join(art(plain, reg, unsigned), "provider")) == read(ELF_PATH)
+    m.unmount()
+    plain.unmount()
+    reg.stop()
+    m2 = vmount(mount_factory, reg, keys["ecdsa"], cache=cache, opts=["timeout=2"])
+    assert read(os.path.join(art(m2, reg, signed, p.digest), "provider")) == read(ELF_PATH)
+    assert "verified (verify=cosign): cached signature manifest" in m2.log_text()
+    # cached but never verified: not shown, and not taken for a refusal
+    e = errno_of(os.listdir, art(m2, reg, unsigned, q.digest))
+    assert e not in (None, errno.EACCES, errno.ENOENT), e
+    assert "signatures could not be looked up" in m2.log_text()
+
+
 # --- OCI 1.1 referrers --------------------------------------------------------
 
 def test_referrer_signature_via_tag_schema(registry, client, mount_factory, keys):
