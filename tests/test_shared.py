@@ -173,15 +173,21 @@ def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_thre
 
 # --- interrupts -----------------------------------------------------------------
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_killed_reader_of_a_trickling_blob_ends(content, proxy, through, sig):
-    """1 byte every 3 s keeps any stall timer happy; the reader's signal must
-    end its open anyway, and the daemon must drop the transfer."""
+def trickling(content, proxy, through):
+    """(layer, mount, path): s/one's blob behind 1 byte every 3 s, once."""
     one = content["one"].layers[0]
     proxy.add(r"/v2/s/one/blobs/" + one.digest, "trickle", every=3, times=1)
     m = through("timeout=30")
     f = os.path.join(art(m, proxy.host, "s/one", "1"), "slow.bin")
     os.listdir(os.path.dirname(f))
+    return one, m, f
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_reader_of_a_trickling_blob_ends(content, proxy, through, sig):
+    """1 byte every 3 s keeps any stall timer happy; the reader's signal must
+    end its open anyway, and the daemon must drop the transfer."""
+    one, m, f = trickling(content, proxy, through)
     p = cat(f)
     try:
         get = wait_for(lambda: blob_gets(proxy), 20, what="the blob GET")[0]
@@ -203,11 +209,7 @@ def test_killed_reader_of_a_trickling_blob_ends(content, proxy, through, sig):
 def test_interrupt_does_not_fail_a_download_others_wait_on(content, proxy, through):
     """Two readers of one trickling blob: killing the one whose open downloads
     does not hand its EINTR to the other, which then gets the blob."""
-    one = content["one"].layers[0]
-    proxy.add(r"/v2/s/one/blobs/" + one.digest, "trickle", every=3, times=1)
-    m = through("timeout=30")
-    f = os.path.join(art(m, proxy.host, "s/one", "1"), "slow.bin")
-    os.listdir(os.path.dirname(f))
+    one, m, f = trickling(content, proxy, through)
     first = cat(f)
     second = None
     try:
