@@ -10,14 +10,17 @@
  * unreachable -> EHOSTUNREACH, timeout -> ETIMEDOUT, others -> EIO.
  * Details for the log land in a struct reg_error the caller provides.
  *
- * Auth: requests go out anonymous (or with what the last challenge of
- * that registry and scope earned); a 401 is answered once per request.
- * Bearer challenges get a token from the realm for
- * "repository:<name>:pull" (or "registry:catalog:*"), anonymously, with
- * Basic credentials, or with an identity token as OAuth2 refresh token
- * (POST); tokens are kept per registry and scope until expires_in
- * (default 60 s). Basic challenges get the credentials. Credentials come
- * from auth_lookup() (auth.h) at each challenge. The Authorization header
+ * Auth (token.h): a registry's first request goes out anonymous; a 401 is
+ * answered once per request, and the registry's challenge is remembered
+ * so that later requests for other scopes get their token (or Basic
+ * credentials) before they are sent. Bearer challenges get a token from
+ * the realm for "repository:<name>:pull" (or "registry:catalog:*"),
+ * anonymously, with Basic credentials, or with an identity token as
+ * OAuth2 refresh token (POST); tokens are kept per registry and scope
+ * until expires_in (default 60 s): one token request per scope and expiry,
+ * shared with its failure by every request waiting for it. A realm that
+ * fails is EACCES, naming the realm. Credentials come from auth_lookup()
+ * (auth.h) when a token or header is made. The Authorization header
  * is never sent to another host:port on a redirect (curl drops custom
  * Authorization headers there; tests check it), never put in a URL, and
  * never given to the trace callback or to a reg_error.

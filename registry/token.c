@@ -1,8 +1,18 @@
 /* token.c - answers to auth challenges, and the tokens they earned.
  *
- * Locks: tk->lock guards the token list, its count and every entry's
- * fields; tk->token_done is signalled (under tk->lock) when a fetch ends.
- * tk->tp and tk->authfile are set at creation and read-only after.
+ * A token is kept per registry and scope until it expires. Every scope
+ * costs one token request per expiry for the whole mount: concurrent
+ * requests needing the same scope wait for the one fetch in flight and
+ * share its result, failure included (struct flight). A registry's last
+ * challenge (Bearer realm and service, or Basic) is remembered, so the
+ * first request of another repository gets its token (or credentials)
+ * before it is sent, instead of after a 401. fetch_token() can ask for
+ * several scopes in one request (repeated scope=).
+ *
+ * Locks: tk->lock guards the token table, the remembered challenges and
+ * every field of their entries and of the flights; tk->token_done is
+ * broadcast under it when a flight lands. tk->tp and tk->authfile are set
+ * at creation and read-only after.
  */
 #include "token.h"
 #include "auth.h"
@@ -19,24 +29,47 @@
 #define TOKEN_MAX (64u << 10)	/* one token */
 #define TOKEN_TTL_DEFAULT 60	/* seconds, when expires_in is absent */
 #define TOKENS_MAX 1024		/* cached Authorization values */
+#define TOKEN_BUCKETS 256	/* hash buckets of the token table */
+#define CHALLENGES_MAX 256	/* registries whose challenge we remember */
+#define SCOPES_MAX 64		/* scopes in one token request */
+#define TOKEN_URL_MAX 16384	/* bytes of a token request's URL or body */
+
+/* One token request in flight, shared by every scope it asks for and by
+ * every request waiting for one of them. */
+struct flight {
+	unsigned refs;		/* the fetcher and each waiter */
+	bool done;
+	int ret;		/* once done: 0 or -errno ... */
+	struct reg_error err;	/* ... and why */
+};
+
 /* What a challenge earned, per registry and scope. */
 struct token {
-	struct token *next;
+	struct token *next;	/* hash chain */
 	char *registry, *scope;	/* scope "" for registry-wide */
-	char *header;		/* "Authorization: ..." or NULL while fetching */
+	char *header;		/* "Bearer ..." / "Basic ...", NULL if none yet */
 	time_t expires;		/* monotonic seconds; 0: never (Basic) */
-	bool fetching;		/* a thread is asking the token server */
+	struct flight *flight;	/* set while a fetch for it is in flight */
 	bool creds;		/* earned with credentials ... */
 	char source[256];	/* ... from here */
+};
+
+/* A registry's last challenge. */
+struct challenge {
+	struct challenge *next;
+	char *registry;
+	char *realm, *service;	/* Bearer; realm NULL: Basic */
 };
 
 struct tokens {
 	struct transport *tp;
 	char *authfile;
 	pthread_mutex_t lock;
-	pthread_cond_t token_done;	/* a fetch finished */
-	struct token *tokens;		/* lock, newest first */
-	size_t n_tokens;		/* lock */
+	pthread_cond_t token_done;	/* a flight landed */
+	struct token *table[TOKEN_BUCKETS];	/* lock */
+	size_t n_tokens;			/* lock */
+	struct challenge *challenges;		/* lock */
+	size_t n_challenges;			/* lock */
 };
 
 static void token_free(struct token *t)
@@ -46,12 +79,24 @@ static void token_free(struct token *t)
 	free_secret(t->header);
 	free(t);
 }
-/* ---- the token cache ---- */
 
-/* Under tk->lock. */
+static unsigned token_hash(const char *registry, const char *scope)
+{
+	unsigned h = 2166136261u;	/* FNV-1a */
+
+	for (const char *p = registry; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '\n') * 16777619u;
+	for (const char *p = scope; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % TOKEN_BUCKETS;
+}
+
+/* ---- the token table (all under tk->lock) ---- */
+
 static struct token *token_find(struct tokens *tk, const char *registry, const char *scope)
 {
-	for (struct token *t = tk->tokens; t; t = t->next)
+	for (struct token *t = tk->table[token_hash(registry, scope)]; t; t = t->next)
 		if (!strcmp(t->registry, registry) && !strcmp(t->scope, scope))
 			return t;
 	return NULL;
@@ -62,10 +107,10 @@ static bool token_valid(const struct token *t)
 	return t->header && (t->expires == 0 || now_mono() < t->expires);
 }
 
-/* Under tk->lock: unlink and free @t. */
 static void token_drop(struct tokens *tk, struct token *t)
 {
-	for (struct token **pp = &tk->tokens; *pp; pp = &(*pp)->next) {
+	for (struct token **pp = &tk->table[token_hash(t->registry, t->scope)]; *pp;
+	     pp = &(*pp)->next) {
 		if (*pp == t) {
 			*pp = t->next;
 			tk->n_tokens--;
@@ -75,24 +120,34 @@ static void token_drop(struct tokens *tk, struct token *t)
 	}
 }
 
-/* Under tk->lock: a new entry, making room by dropping expired ones and
- * then the oldest idle one. */
+/* Make room when full: drop expired entries, else some idle one. Entries
+ * with a flight are never dropped (their fetcher holds them). */
+static void token_make_room(struct tokens *tk)
+{
+	struct token *idle = NULL;
+
+	for (size_t b = 0; b < TOKEN_BUCKETS; b++) {
+		for (struct token *t = tk->table[b], *next; t; t = next) {
+			next = t->next;
+			if (t->flight)
+				continue;
+			if (!token_valid(t))
+				token_drop(tk, t);
+			else
+				idle = t;
+		}
+	}
+	if (tk->n_tokens >= TOKENS_MAX && idle)
+		token_drop(tk, idle);
+}
+
 static struct token *token_add(struct tokens *tk, const char *registry, const char *scope)
 {
 	struct token *t;
+	unsigned b;
 
-	if (tk->n_tokens >= TOKENS_MAX) {
-		struct token *last = NULL;
-		for (struct token *u = tk->tokens, *next; u; u = next) {
-			next = u->next;
-			if (!u->fetching && !token_valid(u))
-				token_drop(tk, u);
-			else if (!u->fetching)
-				last = u;
-		}
-		if (tk->n_tokens >= TOKENS_MAX && last)
-			token_drop(tk, last);
-	}
+	if (tk->n_tokens >= TOKENS_MAX)
+		token_make_room(tk);
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
@@ -102,28 +157,99 @@ static struct token *token_add(struct tokens *tk, const char *registry, const ch
 		token_free(t);
 		return NULL;
 	}
-	t->next = tk->tokens;
-	tk->tokens = t;
+	b = token_hash(registry, scope);
+	t->next = tk->table[b];
+	tk->table[b] = t;
 	tk->n_tokens++;
 	return t;
 }
 
-/* What we know to send to @registry for @scope: a copy of the header, or
- * NULL. */
-static char *token_cached(struct tokens *tk, const char *registry, const char *scope,
-			  bool *creds, char *source, size_t source_len)
+static void token_copy_who(const struct token *t, struct auth_who *who)
 {
-	struct token *t;
-	char *h = NULL;
+	who->creds = t->creds;
+	snprintf(who->source, sizeof(who->source), "%s", t->source);
+}
 
-	pthread_mutex_lock(&tk->lock);
-	t = token_find(tk, registry, scope);
-	if (t && token_valid(t) && (h = strdup(t->header))) {
-		*creds = t->creds;
-		snprintf(source, source_len, "%s", t->source);
+/* ---- flights (under tk->lock) ---- */
+
+static struct flight *flight_new(void)
+{
+	struct flight *f = calloc(1, sizeof(*f));
+
+	if (f)
+		f->refs = 1;
+	return f;
+}
+
+static void flight_unref(struct flight *f)
+{
+	if (f && --f->refs == 0)
+		free(f);
+}
+
+/* Wait for @f to land; its result, with its reason in @err on failure. */
+static int flight_wait(struct tokens *tk, struct flight *f, struct reg_error *err)
+{
+	int ret;
+
+	f->refs++;
+	while (!f->done)
+		pthread_cond_wait(&tk->token_done, &tk->lock);
+	ret = f->ret;
+	if (ret < 0)
+		*err = f->err;
+	flight_unref(f);
+	return ret;
+}
+
+/* ---- remembered challenges (under tk->lock) ---- */
+
+static struct challenge *challenge_find(struct tokens *tk, const char *registry)
+{
+	for (struct challenge *c = tk->challenges; c; c = c->next)
+		if (!strcmp(c->registry, registry))
+			return c;
+	return NULL;
+}
+
+static void challenge_free(struct challenge *c)
+{
+	free(c->registry);
+	free(c->realm);
+	free(c->service);
+	free(c);
+}
+
+/* Remember that @registry challenged with Bearer @realm/@service (realm
+ * NULL: Basic). Best effort: nothing is lost when it fails. */
+static void challenge_remember(struct tokens *tk, const char *registry, const char *realm,
+			       const char *service)
+{
+	struct challenge *c = challenge_find(tk, registry);
+	char *r = realm ? strdup(realm) : NULL, *s = service ? strdup(service) : NULL;
+
+	if ((realm && !r) || (service && !s))
+		goto out_free;
+	if (!c) {
+		if (tk->n_challenges >= CHALLENGES_MAX)
+			goto out_free;
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->registry = strdup(registry))) {
+			free(c);
+			goto out_free;
+		}
+		c->next = tk->challenges;
+		tk->challenges = c;
+		tk->n_challenges++;
 	}
-	pthread_mutex_unlock(&tk->lock);
-	return h;
+	free(c->realm);
+	free(c->service);
+	c->realm = r;
+	c->service = s;
+	return;
+out_free:
+	free(r);
+	free(s);
 }
 
 static void denied_message(const struct req *rq, long status, bool creds, const char *source,
@@ -160,15 +286,39 @@ static bool token_ok(const char *t)
 	return true;
 }
 
-/* Ask the token server at @realm for @scope; "Bearer <token>" into *@out
- * and its lifetime into *@ttl. */
+/* "service=S&scope=A&scope=B..." for a token request, escaped; NULL on
+ * ENOMEM or beyond TOKEN_URL_MAX. */
+static char *token_query(const char *service, const char *const *scopes, size_t n)
+{
+	char *q = url_escape(service ? service : ""), *s, *more;
+
+	if (!q || asprintf(&s, "service=%s", q) < 0)
+		s = NULL;
+	free(q);
+	for (size_t i = 0; s && i < n; i++) {
+		q = url_escape(scopes[i]);
+		if (!q || asprintf(&more, "%s&scope=%s", s, q) < 0)
+			more = NULL;
+		free(q);
+		free(s);
+		s = more;
+		if (s && strlen(s) > TOKEN_URL_MAX) {
+			free(s);
+			s = NULL;
+		}
+	}
+	return s;
+}
+
+/* Ask the token server at @realm for @scopes (one request, repeated
+ * scope=); "Bearer <token>" into *@out and its lifetime into *@ttl. */
 static int fetch_token(struct tokens *tk, const struct req *rq, const char *realm,
-		       const char *service, const char *scope, const struct auth_cred *c,
-		       char **out, long *ttl, struct reg_error *err)
+		       const char *service, const char *const *scopes, size_t n,
+		       const struct auth_cred *c, char **out, long *ttl, struct reg_error *err)
 {
 	struct xfer x = { .cap = TOKEN_BODY_MAX };
 	struct req t = { .method = "GET", .accept = "application/json" };
-	char *svc = NULL, *sc = NULL, *rt = NULL, *url = NULL, *body = NULL, *basic = NULL;
+	char *query = NULL, *rt = NULL, *url = NULL, *body = NULL, *basic = NULL;
 	char *authority = NULL;
 	const char *tok;
 	json_t *root = NULL;
@@ -179,10 +329,9 @@ static int fetch_token(struct tokens *tk, const struct req *rq, const char *real
 			 rq->registry);
 		return -EACCES;
 	}
-	svc = url_escape(service ? service : "");
-	sc = url_escape(scope);
+	query = token_query(service, scopes, n);
 	authority = url_authority(realm);
-	if (!svc || !sc || !authority)
+	if (!query || !authority)
 		goto out_free;
 	plain_ok = transport_plain_ok(tk->tp, authority);
 	if (plain_ok < 0)
@@ -199,8 +348,8 @@ static int fetch_token(struct tokens *tk, const struct req *rq, const char *real
 	if (c && c->identitytoken) {
 		/* The refresh token travels in a POST body, never in a URL. */
 		rt = url_escape(c->identitytoken);
-		if (!rt || asprintf(&body, "grant_type=refresh_token&refresh_token=%s&service=%s"
-				    "&scope=%s&client_id=ocifs", rt, svc, sc) < 0) {
+		if (!rt || asprintf(&body, "grant_type=refresh_token&refresh_token=%s&%s"
+				    "&client_id=ocifs", rt, query) < 0) {
 			body = NULL;
 			goto out_free;
 		}
@@ -208,8 +357,7 @@ static int fetch_token(struct tokens *tk, const struct req *rq, const char *real
 		t.body = body;
 		t.url = realm;
 	} else {
-		if (asprintf(&url, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?",
-			     svc, sc) < 0) {
+		if (asprintf(&url, "%s%s%s", realm, strchr(realm, '?') ? "&" : "?", query) < 0) {
 			url = NULL;
 			goto out_free;
 		}
@@ -220,10 +368,11 @@ static int fetch_token(struct tokens *tk, const struct req *rq, const char *real
 	}
 	ret = transport_request(tk->tp, &t, &x, err);
 	if (ret < 0) {
+		/* Whatever went wrong at the realm, the registry's answer is
+		 * "not authorized": EACCES, naming the realm and the registry. */
 		char why[sizeof(err->message)];
 		snprintf(why, sizeof(why), "%s", err->message);
 		if (err->status == 401 || err->status == 403) {
-			ret = -EACCES;
 			if (c)
 				snprintf(err->message, sizeof(err->message),
 					 "token server %s refused the credentials from %.250s for %s",
@@ -233,9 +382,12 @@ static int fetch_token(struct tokens *tk, const struct req *rq, const char *real
 					 "token server %s refused anonymous access to %s", authority,
 					 rq->registry);
 		} else {
-			snprintf(err->message, sizeof(err->message), "token server %s: %.250s",
-				 authority, why);
+			snprintf(err->message, sizeof(err->message),
+				 "token server %s (realm of %s): %.250s", authority, rq->registry,
+				 why);
 		}
+		if (ret != -ENOMEM)
+			ret = -EACCES;
 		if (!err->code[0])
 			snprintf(err->code, sizeof(err->code), "UNAUTHORIZED");
 		goto out_free;
@@ -266,52 +418,98 @@ out_free:
 	free_secret(rt);
 	free_secret(basic);
 	free(url);
-	free(svc);
-	free(sc);
+	free(query);
 	free(authority);
 	return ret;
 }
 
-/* Bearer: the header for (registry, scope), from the cache when another
- * thread got a newer one than @sent, else from the token server; one
- * fetch per key at a time. */
-static int bearer(struct tokens *tk, const struct req *rq, const struct auth_challenge *ch,
-		  const char *sent, char **out, bool *creds, char *source, size_t source_len,
-		  struct reg_error *err)
+/* Ask @realm once for the scopes of @ts[0..n) (entries of rq->registry
+ * the caller claimed, each with flight @f; called without tk->lock), with
+ * the credentials for rq->repo, and land the flight: every waiter gets
+ * the result. On success the header of @ts[0] goes to *@out (may be NULL). */
+static int fetch_flight(struct tokens *tk, const struct req *rq, const char *realm,
+			const char *service, struct token **ts, size_t n, struct flight *f,
+			char **out, struct auth_who *who, struct reg_error *err)
 {
-	const char *realm = auth_challenge_param(ch, "realm");
-	const char *scope = rq->scope ? rq->scope : auth_challenge_param(ch, "scope");
-	const char *err_param = auth_challenge_param(ch, "error");
+	struct auth_opts ao = { .authfile = tk->authfile };
+	const char *scopes[SCOPES_MAX];
 	struct auth_cred c = { 0 };
-	struct token *t;
 	char why[256], *hdr = NULL;
 	time_t started;
 	long ttl = 0;
 	int ret, found;
 
-	if (!realm) {
-		snprintf(err->message, sizeof(err->message), "%s: Bearer challenge without realm",
-			 rq->registry);
-		return -EACCES;
+	/* Entries with a flight are never freed by others: reading their
+	 * immutable scope without the lock is safe. */
+	for (size_t i = 0; i < n; i++)
+		scopes[i] = ts[i]->scope;
+	found = auth_lookup(&ao, rq->registry, rq->repo, &c, why, sizeof(why));
+	started = now_mono();
+	ret = fetch_token(tk, rq, realm, service, scopes, n, found == 0 ? &c : NULL, &hdr, &ttl,
+			  err);
+
+	pthread_mutex_lock(&tk->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct token *t = ts[i];
+		t->flight = NULL;
+		if (ret == 0 && !(t->header = strdup(hdr)))
+			ret = -ENOMEM;
+		if (ret < 0) {
+			token_drop(tk, t);
+			continue;
+		}
+		/* Counted from before the request: never trusted too long. */
+		t->expires = started + ttl;
+		t->creds = found == 0;
+		snprintf(t->source, sizeof(t->source), "%s", found == 0 ? c.source : "");
+		if (i == 0 && who)
+			token_copy_who(t, who);
 	}
-	if (!scope)
-		scope = "";
+	f->done = true;
+	f->ret = ret;
+	if (ret < 0)
+		f->err = *err;
+	flight_unref(f);
+	pthread_cond_broadcast(&tk->token_done);
+	pthread_mutex_unlock(&tk->lock);
+	if (ret == 0 && out) {
+		*out = hdr;
+		hdr = NULL;
+	}
+	free_secret(hdr);
+	auth_cred_release(&c);
+	return ret;
+}
+
+/* Bearer: the header for (registry, scope), from the cache when another
+ * thread got a newer one than @sent, else from the token server. A fetch
+ * in flight for the scope is waited for, and its failure shared. */
+static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
+		  const char *service, const char *scope, const char *sent, bool insufficient,
+		  char **out, struct auth_who *who, struct reg_error *err)
+{
+	struct token *t;
+	struct flight *f;
+	int ret;
+
 	pthread_mutex_lock(&tk->lock);
 	for (;;) {
 		t = token_find(tk, rq->registry, scope);
-		if (!t || !t->fetching)
+		if (!t || !t->flight)
 			break;
-		pthread_cond_wait(&tk->token_done, &tk->lock);
+		ret = flight_wait(tk, t->flight, err);
+		if (ret < 0) {
+			pthread_mutex_unlock(&tk->lock);
+			return ret;
+		}
 	}
 	if (t && token_valid(t) && (!sent || strcmp(t->header, sent))) {
 		*out = strdup(t->header);
-		*creds = t->creds;
-		snprintf(source, source_len, "%s", t->source);
+		token_copy_who(t, who);
 		pthread_mutex_unlock(&tk->lock);
 		return *out ? 0 : -ENOMEM;
 	}
-	if (t && token_valid(t) && sent && !strcmp(t->header, sent) && err_param &&
-	    !strcmp(err_param, "insufficient_scope")) {
+	if (t && token_valid(t) && sent && insufficient) {
 		/* A fresh token that does not grant the scope: asking again
 		 * gets the same answer until the credentials change, which we
 		 * notice when it expires. Registries answer this for missing
@@ -322,47 +520,23 @@ static int bearer(struct tokens *tk, const struct req *rq, const struct auth_cha
 	}
 	if (!t)
 		t = token_add(tk, rq->registry, scope);
-	if (!t) {
+	f = t ? flight_new() : NULL;
+	if (!f) {
 		pthread_mutex_unlock(&tk->lock);
 		return -ENOMEM;
 	}
-	t->fetching = true;
+	t->flight = f;
 	free_secret(t->header);
 	t->header = NULL;
 	pthread_mutex_unlock(&tk->lock);
-
-	struct auth_opts ao = { .authfile = tk->authfile };
-	found = auth_lookup(&ao, rq->registry, rq->repo, &c, why, sizeof(why));
-	started = now_mono();
-	ret = fetch_token(tk, rq, realm, auth_challenge_param(ch, "service"), scope,
-			  found == 0 ? &c : NULL, &hdr, &ttl, err);
-
-	pthread_mutex_lock(&tk->lock);
-	t->fetching = false;
-	if (ret == 0) {
-		t->header = hdr;
-		/* Counted from before the request: never trusted too long. */
-		t->expires = started + ttl;
-		t->creds = found == 0;
-		snprintf(t->source, sizeof(t->source), "%s", found == 0 ? c.source : "");
-		*out = strdup(hdr);
-		if (!*out)
-			ret = -ENOMEM;
-	} else {
-		token_drop(tk, t);
-	}
-	pthread_cond_broadcast(&tk->token_done);
-	pthread_mutex_unlock(&tk->lock);
-	if (ret == 0) {
-		*creds = found == 0;
-		snprintf(source, source_len, "%s", found == 0 ? c.source : "");
-	}
-	auth_cred_release(&c);
-	return ret;
+	return fetch_flight(tk, rq, realm, service, &t, 1, f, out, who, err);
 }
 
-static int basic(struct tokens *tk, const struct req *rq, const char *sent, char **out,
-		 bool *creds, char *source, size_t source_len, struct reg_error *err)
+/* Basic: the credentials for rq->repo. @challenged: the registry asked
+ * for them in a 401 to this very request (else we send them unasked,
+ * having seen its Basic challenge before: *@out NULL when there are none). */
+static int basic(struct tokens *tk, const struct req *rq, const char *sent, bool challenged,
+		 char **out, struct auth_who *who, struct reg_error *err)
 {
 	struct auth_opts ao = { .authfile = tk->authfile };
 	const char *scope = rq->scope ? rq->scope : "";
@@ -372,6 +546,10 @@ static int basic(struct tokens *tk, const struct req *rq, const char *sent, char
 	int ret;
 
 	ret = auth_lookup(&ao, rq->registry, rq->repo, &c, why, sizeof(why));
+	if ((ret < 0 || !c.password) && !challenged) {
+		ret = 0;
+		goto out_release;
+	}
 	if (ret < 0 || !c.password) {
 		denied_message(rq, 401, false, "", err);
 		if (why[0])
@@ -393,7 +571,7 @@ static int basic(struct tokens *tk, const struct req *rq, const char *sent, char
 	t = token_find(tk, rq->registry, scope);
 	if (!t)
 		t = token_add(tk, rq->registry, scope);
-	if (t && !t->fetching) {
+	if (t && !t->flight) {
 		char *copy = strdup(hdr);
 		if (copy) {
 			free_secret(t->header);
@@ -406,8 +584,8 @@ static int basic(struct tokens *tk, const struct req *rq, const char *sent, char
 	pthread_mutex_unlock(&tk->lock);
 	*out = hdr;
 	hdr = NULL;
-	*creds = true;
-	snprintf(source, source_len, "%s", c.source);
+	who->creds = true;
+	snprintf(who->source, sizeof(who->source), "%s", c.source);
 out_release:
 	free_secret(hdr);
 	auth_cred_release(&c);
@@ -417,11 +595,12 @@ out_release:
 /* A 401 with challenges @www for request @rq, having sent @sent (or
  * nothing): the Authorization value to retry with, into *@out. */
 static int answer_challenge(struct tokens *tk, const struct req *rq, const char *www,
-			    const char *sent, char **out, bool *creds, char *source,
-			    size_t source_len, struct reg_error *err)
+			    const char *sent, char **out, struct auth_who *who,
+			    struct reg_error *err)
 {
 	struct auth_challenges cs = { 0 };
 	const struct auth_challenge *ch;
+	const char *realm, *scope, *error;
 	int ret;
 
 	if (!www || auth_challenges_parse(www, &cs) < 0 || cs.n == 0) {
@@ -432,31 +611,89 @@ static int answer_challenge(struct tokens *tk, const struct req *rq, const char 
 			snprintf(err->code, sizeof(err->code), "UNAUTHORIZED");
 		return -EACCES;
 	}
-	if ((ch = auth_challenge_find(&cs, "Bearer")))
-		ret = bearer(tk, rq, ch, sent, out, creds, source, source_len, err);
-	else if (auth_challenge_find(&cs, "Basic"))
-		ret = basic(tk, rq, sent, out, creds, source, source_len, err);
-	else {
+	if ((ch = auth_challenge_find(&cs, "Bearer"))) {
+		realm = auth_challenge_param(ch, "realm");
+		scope = rq->scope ? rq->scope : auth_challenge_param(ch, "scope");
+		error = auth_challenge_param(ch, "error");
+		if (!realm || (strncasecmp(realm, "https://", 8) && strncasecmp(realm, "http://", 7))) {
+			snprintf(err->message, sizeof(err->message),
+				 "%s: Bearer challenge without an HTTP realm", rq->registry);
+			ret = -EACCES;
+			goto out_release;
+		}
+		pthread_mutex_lock(&tk->lock);
+		challenge_remember(tk, rq->registry, realm, auth_challenge_param(ch, "service"));
+		pthread_mutex_unlock(&tk->lock);
+		ret = bearer(tk, rq, realm, auth_challenge_param(ch, "service"), scope ? scope : "",
+			     sent, error && !strcmp(error, "insufficient_scope"), out, who, err);
+	} else if (auth_challenge_find(&cs, "Basic")) {
+		pthread_mutex_lock(&tk->lock);
+		challenge_remember(tk, rq->registry, NULL, NULL);
+		pthread_mutex_unlock(&tk->lock);
+		ret = basic(tk, rq, sent, true, out, who, err);
+	} else {
 		snprintf(err->message, sizeof(err->message),
 			 "%s wants %s authentication, which ocifs does not speak", rq->registry,
 			 cs.v[0].scheme);
 		ret = -EACCES;
 	}
+out_release:
 	auth_challenges_release(&cs);
 	return ret;
 }
 
-static char *hook_cached(void *arg, const struct req *rq, struct auth_who *who)
+/* Before the first attempt: what we have for the request's scope, or what
+ * the registry's remembered challenge earns for it, saving a 401. */
+static int hook_cached(void *arg, const struct req *rq, char **out, struct auth_who *who,
+		       struct reg_error *err)
 {
-	return token_cached(arg, rq->registry, rq->scope ? rq->scope : "", &who->creds,
-			    who->source, sizeof(who->source));
+	struct tokens *tk = arg;
+	const char *scope = rq->scope ? rq->scope : "";
+	struct challenge *c;
+	char *realm = NULL, *service = NULL;
+	struct token *t;
+	bool bearer_known;
+	int ret;
+
+	*out = NULL;
+	pthread_mutex_lock(&tk->lock);
+	while ((t = token_find(tk, rq->registry, scope)) && t->flight) {
+		ret = flight_wait(tk, t->flight, err);
+		if (ret < 0) {
+			pthread_mutex_unlock(&tk->lock);
+			return ret;
+		}
+	}
+	if (t && token_valid(t)) {
+		*out = strdup(t->header);
+		token_copy_who(t, who);
+		pthread_mutex_unlock(&tk->lock);
+		return *out ? 0 : -ENOMEM;
+	}
+	c = *scope ? challenge_find(tk, rq->registry) : NULL;
+	bearer_known = c && c->realm;
+	if (bearer_known && (!(realm = strdup(c->realm)) ||
+			     (c->service && !(service = strdup(c->service))))) {
+		pthread_mutex_unlock(&tk->lock);
+		free(realm);
+		return -ENOMEM;
+	}
+	pthread_mutex_unlock(&tk->lock);
+	if (bearer_known)
+		ret = bearer(tk, rq, realm, service, scope, NULL, false, out, who, err);
+	else if (c)
+		ret = basic(tk, rq, NULL, false, out, who, err);
+	else
+		ret = 0;
+	free(realm);
+	free(service);
+	return ret;
 }
 
 static int hook_answer(void *arg, const struct req *rq, const char *www, const char *sent,
 		       char **out, struct auth_who *who, struct reg_error *err)
 {
-	return answer_challenge(arg, rq, www, sent, out, &who->creds, who->source,
-				sizeof(who->source), err);
+	return answer_challenge(arg, rq, www, sent, out, who, err);
 }
 
 static void hook_denied(const struct req *rq, long status, const struct auth_who *who,
@@ -485,10 +722,17 @@ void tokens_free(struct tokens *tk)
 {
 	if (!tk)
 		return;
-	while (tk->tokens) {
-		struct token *t = tk->tokens;
-		tk->tokens = t->next;
-		token_free(t);
+	for (size_t b = 0; b < TOKEN_BUCKETS; b++) {
+		while (tk->table[b]) {
+			struct token *t = tk->table[b];
+			tk->table[b] = t->next;
+			token_free(t);
+		}
+	}
+	while (tk->challenges) {
+		struct challenge *c = tk->challenges;
+		tk->challenges = c->next;
+		challenge_free(c);
 	}
 	free(tk->authfile);
 	pthread_cond_destroy(&tk->token_done);

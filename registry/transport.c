@@ -693,8 +693,9 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 	host = host_get(tp, authority, rq->registry);
 	if (!host)
 		goto out_free;
-	if (rq->authn)
-		auth = rq->authn->cached(rq->authn->arg, rq, &who);
+	if (rq->authn && (ret = rq->authn->cached(rq->authn->arg, rq, &auth, &who, err)) < 0)
+		goto out_free;
+	ret = -ENOMEM;
 	h = curl_easy_init();
 	if (!h)
 		goto out_free;

@@ -35,8 +35,10 @@ struct auth_who {
  * string the caller frees with free_secret(). */
 struct req_auth {
 	void *arg;
-	/* The Authorization value to send on the first attempt, or NULL. */
-	char *(*cached)(void *arg, const struct req *rq, struct auth_who *who);
+	/* The Authorization value to send on the first attempt into *@out
+	 * (NULL: none), or -errno and @err: the request is not sent. */
+	int (*cached)(void *arg, const struct req *rq, char **out, struct auth_who *who,
+		      struct reg_error *err);
 	/* A 401 with challenges @www (may be NULL), having sent @sent (or
 	 * NULL): the value to retry with into *@out, or -errno and @err. */
 	int (*answer)(void *arg, const struct req *rq, const char *www, const char *sent,

@@ -303,15 +303,16 @@ def test_basic_no_credentials_then_login(content, htpasswd, registry_factory,
 
 def test_basic_credentials_sent_preemptively(content, htpasswd, registry_factory,
                                              mount_factory, tmp_path):
-    """After the first challenge of a repository, its requests carry the
-    credentials: one 401 per repository, not one per request."""
+    """After the registry's first challenge, requests carry the credentials:
+    one 401 for the mount, not one per request or per repository."""
     store, pushed = content
     reg = registry_factory(storage_dir=store.storage_dir, htpasswd=htpasswd)
     docker_config(tmp_path, reg.host)
     m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
     mark = reg.mark()
     assert_demo(m, reg.host, pushed)
-    hits = reg.requests(None, r"/v2/demo/hello/.*", since=mark)
+    assert os.listdir(art(m, reg.host, "acme/tools/cli", "v1"))
+    hits = reg.requests(None, r"/v2/.+", since=mark)
     assert sum(1 for a in hits if a.status == 401) == 1, [a.line for a in hits]
 
 
@@ -551,6 +552,80 @@ def test_token_private_without_credentials(content, token_server, token_registry
     assert "%s refused anonymous access to private/app" % reg.host in m.log_text()
     # Public repositories of the same registry still work.
     assert_demo(m, reg.host, pushed)
+
+
+def test_token_one_challenge_per_registry(content, token_server, token_registry,
+                                          mount_factory, tmp_path):
+    """A registry's challenge is remembered: the first request for another
+    repository already carries a token for it (no 401 first), and no scope is
+    asked for twice. Only the mount's first request is challenged (it is
+    refused twice: anonymous, then with a token that lacks the scope)."""
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+    mark = reg.mark()
+    assert_demo(m, reg.host, pushed)
+    assert os.listdir(art(m, reg.host, "demo/docker-style", "latest"))
+    got = reg.requests(None, r"/v2/.+", since=mark)
+    challenged = {a.path for a in got if a.status == 401}
+    assert challenged == {got[0].path}, [(a.path, a.status) for a in got]
+    scopes = [s for r in token_server.requests for s in r.scopes]
+    assert "repository:demo/docker-style:pull" in scopes
+    assert len(scopes) == len(set(scopes)), scopes
+
+
+def test_token_failure_is_shared(content, token_server, registry_factory, mount_factory,
+                                 tmp_path):
+    """Concurrent requests needing the same token share one fetch and also its
+    failure: a hung token server costs one token request and one timeout, not
+    one per waiter. The error is EACCES naming the realm and the registry."""
+    import threading
+    store, pushed = content
+    tproxy = FaultProxy("http://127.0.0.1:%d" % token_server.port)
+    cfg = token_server.registry_config()
+    cfg["realm"] = "http://%s/token" % tproxy.host
+    reg = registry_factory(storage_dir=store.storage_dir, token=cfg)
+    token_server.expires_in = 2
+    m = mount_factory(opts=["registry=" + reg.host, "timeout=2", "retries=0"],
+                      env=isolated_env(tmp_path))
+    d, p = demo_paths(m, reg.host, pushed)
+    assert os.path.isdir(d)         # manifest known; then let the token expire
+    time.sleep(2.5)
+    tproxy.add(r"/token", "hang", method=None, hold=30)
+    seen = len(tproxy.seen(r"/token", method=None))
+    blobs = [os.path.join(d, "blobs", "sha256", b.hex) for b in [p.config] + p.layers]
+    errs = {}
+
+    def reader(path):
+        errs[path] = os_error(path)
+    threads = [threading.Thread(target=reader, args=(b,)) for b in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(errs.values()) == {errno.EACCES}, errs
+    assert len(tproxy.seen(r"/token", method=None)) - seen == 1
+    assert "token server %s (realm of %s)" % (tproxy.host, reg.host) in m.log_text()
+    # The token server is back: the next request fetches anew.
+    tproxy.clear()
+    assert read(blobs[0]) == p.config.data
+    tproxy.stop()
+
+
+def test_token_realm_refused(content, token_server, registry_factory, mount_factory,
+                             tmp_path):
+    """A realm that refuses connections: EACCES and a message naming the realm
+    and the registry (not ENOENT, not silence)."""
+    from fixtures.registry import closed_port
+    store, pushed = content
+    port = closed_port()
+    cfg = token_server.registry_config()
+    cfg["realm"] = "http://127.0.0.1:%d/token" % port
+    reg = registry_factory(storage_dir=store.storage_dir, token=cfg)
+    m = mount_factory(opts=["registry=" + reg.host, "retries=0"], env=isolated_env(tmp_path))
+    f = os.path.join(m.path, reg.host, "demo", "hello", "1.0", "hello.txt")
+    assert os_error(f) == errno.EACCES
+    assert "token server 127.0.0.1:%d (realm of %s)" % (port, reg.host) in m.log_text()
 
 
 # --- redirects -------------------------------------------------------------------
