@@ -35,7 +35,8 @@ import pytest
 
 from fixtures.cache import cache_blobs
 from fixtures.mount import MountError
-from fixtures.push import Client, push_artifact, sha256_digest
+from fixtures.push import Client, push_artifact
+from fixtures.users import run_as_nobody, unshare_ok
 
 from test_platform import D, F, oras_dir_annotations, tar_bytes
 
@@ -317,14 +318,6 @@ def test_prune_as_another_user_removes_read_only_trees(ocifs_bin, tmp_path):
 
 
 USER_SCRIPT = r"""
-set -eu
-if [ ! -w /dev/fuse ] || [ "$(stat -c %a /dev/fuse)" != 666 ]; then
-    # Containers often have a root-only /dev/fuse: a world-usable node,
-    # here only, as on a normal system.
-    mknod -m 666 "$TOP/fuse" c 10 229
-    mount --bind "$TOP/fuse" /dev/fuse
-fi
-as_user() { setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME="$TOP" "$@"; }
 as_user "$TOP/ocifs" -o "cache=$TOP/cache,cache_max=$CACHE_MAX" "$HOST" "$TOP/mnt"
 as_user cat "$TOP/mnt/sec/ro/1/ro.tar.d/ro/deeper/f" > "$TOP/first"
 ls "$TOP/cache/extract/sha256" > "$TOP/trees.before"
@@ -339,8 +332,7 @@ def test_eviction_as_another_user_removes_read_only_trees(ocifs_bin, registry):
     """A mount as nobody: a layer with 0555 directories is extracted, evicted
     by cache_max (its tree removed, not left behind), and extracted again."""
     need_root_and_nobody()
-    if not shutil.which("unshare") or subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "true"]).returncode != 0:
+    if not unshare_ok():
         pytest.skip("needs unshare -m")
     c = Client(registry.host)
     tree = tar_bytes([D("ro", 0o555), D("ro/deeper", 0o555), F("ro/deeper/f", b"deep\n")],
@@ -355,9 +347,7 @@ def test_eviction_as_another_user_removes_read_only_trees(ocifs_bin, registry):
             os.mkdir(os.path.join(top, d), 0o700)
             shutil.chown(os.path.join(top, d), "nobody", "nogroup")
         env = dict(os.environ, TOP=top, HOST=registry.host, CACHE_MAX=str(MiB))
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                            USER_SCRIPT], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=60)
+        r = run_as_nobody(USER_SCRIPT, env)
         if r.returncode != 0 and b"mknod" in r.stderr:
             pytest.skip("cannot make a device node here: %s" % r.stderr.decode())
         assert r.returncode == 0, r.stderr.decode()
@@ -370,3 +360,15 @@ def test_eviction_as_another_user_removes_read_only_trees(ocifs_bin, registry):
         if os.path.ismount(mnt):
             subprocess.run(["fusermount3", "-uz", mnt])
         subprocess.run(["rm", "-rf", top])
+
+
+@pytest.mark.parametrize("unit", ["test_blobcache", "test_tarx"])
+def test_cache_unit_tests_pass_as_another_user(unit, ocifs_bin):
+    """The cache's own unit tests, as nobody (no root to ignore modes)."""
+    need_root_and_nobody()
+    build = os.environ.get("BUILD") or os.path.dirname(str(ocifs_bin))
+    exe = os.path.join(build, "tests", unit)
+    if not os.path.exists(exe):
+        pytest.skip("%s not built" % exe)
+    r = as_nobody([exe], cwd="/tmp")
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()

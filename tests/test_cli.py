@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from fixtures.users import run_as_nobody
 from fixtures.mount import fusermount_unmount, is_mounted
 from fixtures.push import (OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR_GZIP, OCI_MANIFEST,
                            TITLE, Client, Pushed, Blob, oci_manifest, platform,
@@ -588,14 +589,6 @@ def test_mount_t_fuse_ocifs_and_fstab(installed, registry, content, tmp_path):
 
 
 USER_SCRIPT = r"""
-set -eu
-if [ ! -w /dev/fuse ] || [ "$(stat -c %a /dev/fuse)" != 666 ]; then
-    # Containers often have a root-only /dev/fuse: a world-usable node,
-    # here only, as on a normal system.
-    mknod -m 666 "$TOP/fuse" c 10 229
-    mount --bind "$TOP/fuse" /dev/fuse
-fi
-as_user() { setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME="$TOP" "$@"; }
 as_user "$TOP/ocifs" -o "cache=$TOP/cache" "$HOST" "$TOP/mnt"
 grep " $TOP/mnt " /proc/self/mountinfo > "$TOP/mountinfo"
 as_user cat "$TOP/mnt/demo/hello/1.0/hello.txt" > "$TOP/hello"
@@ -619,8 +612,7 @@ def test_non_root_mount_with_fusermount3(ocifs_bin, registry, content):
             open(os.path.join(top, f), "w").close()
         env = dict(os.environ, TOP=top, HOST=registry.host)
         try:
-            r = run(["unshare", "-m", "--propagation", "private", "sh", "-c", USER_SCRIPT],
-                    env=env, timeout=60, check=False)
+            r = run_as_nobody(USER_SCRIPT, env)
         finally:
             wait_gone(os.path.join(top, "ocifs"), top)
         if r.returncode != 0 and b"mknod" in r.stderr:
