@@ -1,7 +1,9 @@
 #!/bin/bash
-# ocifs benchmark: cold and warm reads of one big blob, and the registry
-# requests made by `ls -l` of a tag directory, side by side with curl and with
-# a native read of the cached file.
+# ocifs benchmark: reads of one big blob, cold (fresh cache), cached (new
+# mount, blob in the cache) and warm (same mount again), side by side with
+# curl and with a native read of the cached file; the daemon's peak RSS
+# while a 1 GiB blob streams cold; and the registry requests made by `ls -l`
+# of a tag directory.
 #
 #   bench/cold_warm.sh
 #
@@ -9,6 +11,8 @@
 #   BENCH_MIB    size of the blob in MiB            (default 256)
 #   BENCH_RUNS   repetitions of each timing (median) (default 3)
 #   BENCH_WARM_PASSES  reads averaged in one warm timing (default 5)
+#   BENCH_RSS_MIB  size of the blob streamed for the RSS figure, 0 to skip
+#                (default 1024)
 #   OCIFS_BIN    the ocifs binary                    (default build/ocifs)
 #   BENCH_KEEP=1 keep the work directory for inspection
 #
@@ -21,6 +25,7 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OCIFS="${OCIFS_BIN:-$SRC/build/ocifs}"
 MIB="${BENCH_MIB:-256}"
 RUNS="${BENCH_RUNS:-3}"
+RSS_MIB="${BENCH_RSS_MIB:-1024}"
 WARM_PASSES="${BENCH_WARM_PASSES:-5}"
 REPO="bench/blob"
 TAG="v1"
@@ -35,6 +40,7 @@ for t in docker-registry curl fusermount3 mountpoint sha256sum; do
 	command -v "$t" >/dev/null || die "$t not found (see README: ./demo.sh installs the packages)"
 done
 case "$MIB" in '' | *[!0-9]*) die "BENCH_MIB must be a number of MiB" ;; esac
+case "$RSS_MIB" in '' | *[!0-9]*) die "BENCH_RSS_MIB must be a number of MiB" ;; esac
 case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive number" ;; esac
 case "$WARM_PASSES" in '' | *[!0-9]* | 0) die "BENCH_WARM_PASSES must be a positive number" ;; esac
 
@@ -129,19 +135,28 @@ echo "pushing it to $HOST/$REPO:$TAG..." >&2
 rm -f "$WORK/$TITLE"
 BLOB_URL="http://$HOST/v2/$REPO/blobs/sha256:$HEX"
 curl -sf -o /dev/null "$BLOB_URL" || die "blob not served at $BLOB_URL"
+if [ "$RSS_MIB" -gt 0 ]; then
+	echo "generating and pushing a ${RSS_MIB} MiB blob for the RSS figure..." >&2
+	head -c "$((RSS_MIB * 1024 * 1024))" /dev/urandom >"$WORK/$TITLE"
+	"$PYTHON" "$SRC/tests/fixtures/push.py" artifact "$HOST" "$REPO:big" \
+		"$TITLE=$WORK/$TITLE" --artifact-type application/vnd.ocifs.bench.v1 >/dev/null
+	rm -f "$WORK/$TITLE"
+fi
 
 # ---- mounts -----------------------------------------------------------------
 
 N_MOUNT=0
-# fresh_mount -> sets MNT and CACHE to a new mount point with an empty cache
+# fresh_mount [CACHE] -> sets MNT to a new mount point, OCIFS_PID to its
+# daemon, and CACHE to a new empty cache (or to the one given)
 fresh_mount() {
 	N_MOUNT=$((N_MOUNT + 1))
 	MNT="$WORK/mnt$N_MOUNT"
-	CACHE="$WORK/cache$N_MOUNT"
+	CACHE="${1:-$WORK/cache$N_MOUNT}"
 	mkdir -p "$MNT" "$CACHE"
 	MOUNTS+=("$MNT")
 	"$OCIFS" -f -o "cache=$CACHE" "$MNT" 2>"$WORK/ocifs$N_MOUNT.log" &
 	OCIFS_PIDS+=("$!")
+	OCIFS_PID=$!
 	local pid=$! deadline=$((SECONDS + 20))
 	until mountpoint -q "$MNT"; do
 		if ! kill -0 "$pid" 2>/dev/null; then
@@ -173,17 +188,22 @@ requests_during() {
 
 ART="$REPO/$TAG"
 
-# ---- cold: ocifs cat vs curl ----------------------------------------------------
+# ---- cold, cached, warm: ocifs cat vs curl and native cat ----------------------
+
+# hwm PID -> the process's peak resident set in KiB (VmHWM)
+hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+curl_sha() { curl -s "$BLOB_URL" | sha256sum; }
 
 echo "measuring ($RUNS runs each)..." >&2
-curl -s -o /dev/null "$BLOB_URL" # warm the registry's own page cache for both
-cold=() curls=() curlfile=() warm=() native=()
+curl -s -o /dev/null "$BLOB_URL" # warm the registry's own page cache for all
+cold=() curls=() curlfile=() curlsha=() cached=() cachednat=() warm=() native=()
 for _ in $(seq "$RUNS"); do
 	curls+=("$(time_cmd curl -s -o /dev/null "$BLOB_URL")")
-	# for information: what a download to a file costs
 	curlfile+=("$(time_cmd curl -s -o "$WORK/curl.out" "$BLOB_URL")")
 	rm -f "$WORK/curl.out"
+	curlsha+=("$(time_cmd curl_sha)")
 
+	# cold: fresh mount, empty cache
 	fresh_mount
 	F="$MNT/$HOST/$ART/$TITLE"
 	cold+=("$(time_cmd cat "$F")")
@@ -197,13 +217,41 @@ for _ in $(seq "$RUNS"); do
 	got="$(sha256sum <"$F" | cut -d' ' -f1)"
 	[ "$got" = "$HEX" ] || die "read through ocifs: sha256 $got, expected $HEX"
 	unmount
+
+	# cached: a new mount over the same cache; the first cat goes through
+	# the daemon (no kernel page cache for the new mount), the cache file is
+	# in the page cache like for the native cat it is compared with
+	fresh_mount "$CACHE"
+	F="$MNT/$HOST/$ART/$TITLE"
+	stat "$F" >/dev/null # the manifest, not part of the read
+	cat "$CACHED" >/dev/null
+	cached+=("$(time_cmd cat "$F")")
+	cachednat+=("$(time_cmd cat "$CACHED")")
+	unmount
 	rm -rf "$CACHE" # keep the disk use to one copy
 done
 T_COLD="$(median "${cold[@]}")"
 T_CURL="$(median "${curls[@]}")"
 T_CURLFILE="$(median "${curlfile[@]}")"
+T_CURLSHA="$(median "${curlsha[@]}")"
+T_CACHED="$(median "${cached[@]}")"
+T_CACHEDNAT="$(median "${cachednat[@]}")"
 T_WARM="$(median "${warm[@]}")"
 T_NATIVE="$(median "${native[@]}")"
+
+# ---- memory: the daemon's peak RSS while a big blob streams cold ------------------
+
+RSS_KIB=0 RSS_BASE_KIB=0
+if [ "$RSS_MIB" -gt 0 ]; then
+	echo "streaming the ${RSS_MIB} MiB blob cold for the RSS figure..." >&2
+	fresh_mount
+	stat "$MNT/$HOST/$REPO/big/$TITLE" >/dev/null
+	RSS_BASE_KIB="$(hwm "$OCIFS_PID")"
+	cat "$MNT/$HOST/$REPO/big/$TITLE" >/dev/null
+	RSS_KIB="$(hwm "$OCIFS_PID")"
+	unmount
+	rm -rf "$CACHE"
+fi
 
 # ---- ls -l: registry requests, cold and warm -----------------------------------
 
@@ -223,44 +271,56 @@ unmount
 
 # ---- report ---------------------------------------------------------------------
 
-"$PYTHON" - "$SIZE" "$T_COLD" "$T_CURL" "$T_WARM" "$T_NATIVE" \
-	"$COLD_LS_N" "$WARM_LS_N" "$TAG_LS_N" "$RUNS" "$HOST/$ART/$TITLE" "$WARM_PASSES" "$T_CURLFILE" <<'PY'
+"$PYTHON" - "$SIZE" "$RUNS" "$HOST/$ART/$TITLE" "$WARM_PASSES" \
+	"$T_COLD" "$T_CURL" "$T_CURLFILE" "$T_CURLSHA" "$T_CACHED" "$T_CACHEDNAT" "$T_WARM" "$T_NATIVE" \
+	"$RSS_MIB" "$RSS_KIB" "$RSS_BASE_KIB" "$COLD_LS_N" "$WARM_LS_N" "$TAG_LS_N" <<'PY'
 import sys
-size = int(sys.argv[1])
-cold, curl, warm, native = map(float, sys.argv[2:6])
-cold_ls, warm_ls, tag_ls, runs = map(int, sys.argv[6:10])
-path = sys.argv[10]
-passes = int(sys.argv[11])
-curlfile = float(sys.argv[12])
+size, runs = int(sys.argv[1]), int(sys.argv[2])
+path, passes = sys.argv[3], int(sys.argv[4])
+cold, curl, curlfile, curlsha, cached, cachednat, warm, native = map(float, sys.argv[5:13])
+rss_mib, rss_kib, rss_base_kib = map(int, sys.argv[13:16])
+cold_ls, warm_ls, tag_ls = map(int, sys.argv[16:19])
 mib = size / (1 << 20)
 
 def rate(t):
     return mib / t if t > 0 else float("inf")
 
+def ratio(a, b):
+    return a / b if b > 0 else float("inf")
+
 def ok(b):
     return "ok" if b else "MISSED"
 
+def row(what, t_ocifs, t_ref, r, target, verdict, note=""):
+    print("%-40s %9.3f s %9.3f s %8.2fx %10s  %-6s %s" % (what, t_ocifs, t_ref, r, target,
+                                                         verdict, note))
+
 print()
-print("ocifs cold/warm benchmark: %s (%.0f MiB), median of %d runs"
+print("ocifs big-blob benchmark: %s (%.0f MiB), median of %d runs"
       "; warm figures average %d reads" % (path, mib, runs, passes))
 print()
-print("%-34s %12s %12s %10s %14s" % ("", "ocifs", "reference", "ratio", "target"))
-r = cold / curl if curl > 0 else float("inf")
-print("%-34s %10.3f s %10.3f s %9.2fx %14s  %s" % (
-    "cold cat  vs  curl -o /dev/null", cold, curl, r, "<= 1.30x", ok(r <= 1.3)))
-print("%-34s %8.0f MiB/s %6.0f MiB/s" % ("", rate(cold), rate(curl)))
-print("%-34s %12s %10.3f s %9.2fx   (for information: curl -o FILE)" % (
-    "", "", curlfile, cold / curlfile if curlfile > 0 else float("inf")))
-r = rate(warm) / rate(native)
-print("%-34s %10.3f s %10.3f s %9.2fx %14s  %s" % (
-    "warm cat  vs  native cat of cache", warm, native, r, ">= 0.90x", ok(r >= 0.9)))
-print("%-34s %8.0f MiB/s %6.0f MiB/s   (ratio of throughput)" % (
-    "", rate(warm), rate(native)))
+print("%-40s %11s %11s %9s %10s" % ("", "ocifs", "reference", "ratio", "target"))
+r = ratio(cold, curlfile)
+row("cold cat  vs  curl -o FILE", cold, curlfile, r, "<= 1.30x", ok(r <= 1.3), "(time)")
+r = ratio(cold, curlsha)
+row("cold cat  vs  curl | sha256sum", cold, curlsha, r, "-", "", "(time)")
+r = ratio(cold, curl)
+row("cold cat  vs  curl -o /dev/null", cold, curl, r, "-", "", "(time, unverified, no disk)")
+r = ratio(rate(cached), rate(cachednat))
+row("cached cat, new mount  vs  native cat", cached, cachednat, r, ">= 0.70x", ok(r >= 0.7),
+    "(speed: %.0f vs %.0f MiB/s)" % (rate(cached), rate(cachednat)))
+r = ratio(rate(warm), rate(native))
+row("warm cat  vs  native cat", warm, native, r, ">= 0.90x", ok(r >= 0.9),
+    "(speed: %.0f vs %.0f MiB/s)" % (rate(warm), rate(native)))
+if rss_mib:
+    print("%-40s %9.1f MiB %21s %10s  %-6s (%d MiB blob; %.1f MiB before the read)" % (
+        "daemon peak RSS, cold cat", rss_kib / 1024, "", "<= 32 MiB", ok(rss_kib <= 32 << 10),
+        rss_mib, rss_base_kib / 1024))
 print()
-print("%-34s %12s %12s" % ("registry requests by ls -l", "requests", "target"))
-print("%-34s %12d %12d  %s" % ("cold (fresh mount and cache)", cold_ls, 1, ok(cold_ls <= 1)))
-print("%-34s %12d %12d  %s" % ("  tag dir only (parents looked up)", tag_ls, 1, ok(tag_ls <= 1)))
-print("%-34s %12d %12d  %s" % ("warm (repeat, same mount)", warm_ls, 0, ok(warm_ls == 0)))
+print("%-40s %11s %11s" % ("registry requests by ls -l", "requests", "target"))
+print("%-40s %11d %11d  %s" % ("cold (fresh mount and cache)", cold_ls, 1, ok(cold_ls <= 1)))
+print("%-40s %11d %11d  %s" % ("  tag dir only (parents looked up)", tag_ls, 1, ok(tag_ls <= 1)))
+print("%-40s %11d %11d  %s" % ("warm (repeat, same mount)", warm_ls, 0, ok(warm_ls == 0)))
 PY
 echo
 echo "requests seen by the registry:"
