@@ -19,6 +19,7 @@
 
 #include "caller.h"
 #include "log.h"
+#include "passthrough.h"
 #include "platform.h"
 #include "mirror.h"
 #include "ref.h"
@@ -180,6 +181,8 @@ static void *oc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* Cold reads come from a cache file: splice it to the kernel. */
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/* Better still: the kernel reads the cache file itself. */
+	passthrough_init(conn);
 	cfg->use_ino = 0;
 	/* Tags move: let the kernel re-ask after a second; our caches answer. */
 	cfg->entry_timeout = 1.0;
@@ -268,11 +271,18 @@ static int oc_open(const char *path, struct fuse_file_info *fi)
 		ret = tree_open(tree, path, &f);
 	if (ret < 0)
 		return ret;
-	fi->fh = (uint64_t)(uintptr_t)f;
-	if (f->direct)
+	if (f->direct) {
 		fi->direct_io = 1;	/* generated: its size is known only now */
-	else
+	} else {
 		fi->keep_cache = 1;	/* content-addressed: never stale */
+		/* Verified already: tree_open() returns only then. */
+		ret = passthrough_open(path, f->fd, fi);
+		if (ret < 0) {
+			tree_release(tree, f);
+			return ret;
+		}
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
 	return 0;
 }
 
@@ -332,7 +342,8 @@ static int oc_release(const char *path, struct fuse_file_info *fi)
 {
 	struct tree_file *f = file_of(fi);
 
-	(void)path;
+	if (!f->direct)
+		passthrough_release(path);
 	tree_release(tree, f);
 	return 0;
 }
@@ -735,6 +746,7 @@ int main(int argc, char *argv[])
 	if (o.show_version) {
 		printf("ocifs %s\n", OCIFS_VERSION);
 		printf("libfuse %s\n", fuse_pkgversion());
+		passthrough_print(stdout);
 		regclient_print_versions(stdout);
 		blobcache_print_versions(stdout);
 		ret = 0;
