@@ -2,6 +2,7 @@
 #include "blobsink.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ struct blobsink {
 	uint64_t want;		/* the descriptor's size: a cap */
 	uint64_t got;		/* bytes taken since the start */
 	uint64_t off;		/* file offset of the buffer's first byte */
+	uint64_t synced;	/* bytes whose writeback was started */
 	EVP_MD_CTX *md;		/* of the bytes taken so far */
 	unsigned char *buf;
 	size_t len, cap;	/* bytes in @buf, and its size */
@@ -46,12 +48,20 @@ static int flush(struct blobsink *s)
 		s->off += (uint64_t)n;
 	}
 	s->len = 0;
+	/* Start writing the last few MiB to disk now (without waiting):
+	 * the fsync() before the rename then waits for little. Advice
+	 * only, so its errors do not matter; fsync() reports real ones. */
+	if (s->off - s->synced >= BLOBSINK_WRITEBACK) {
+		sync_file_range(s->fd, (off_t)s->synced, (off_t)(s->off - s->synced),
+				SYNC_FILE_RANGE_WRITE);
+		s->synced = s->off;
+	}
 	return 0;
 }
 
 static int restart(struct blobsink *s)
 {
-	s->got = s->off = 0;
+	s->got = s->off = s->synced = 0;
 	s->len = 0;
 	if (ftruncate(s->fd, 0) < 0)
 		return -errno;
