@@ -168,7 +168,7 @@ struct check {
 	int transport_err;	/* a lookup that failed for want of the registry */
 	unsigned found;		/* signature layers seen */
 	size_t key;		/* on success: the key, and where */
-	char where[160];
+	char where[256];
 	char sigman[72];	/* the signature manifest that verified */
 };
 
@@ -287,14 +287,69 @@ out_release:
 	return ret;
 }
 
-/* OCI 1.1 referrers of cosign's signature type. */
+/* A Sigstore bundle referrer (cosign 3's default): its bundle layers. */
+static int check_bundle_manifest(struct check *c, const char *source, const char *digest,
+				 const char *body, size_t len)
+{
+	struct manifest *m = NULL;
+	const char *why = NULL;
+	int ret = manifest_parse(body, len, NULL, &m, &why);
+
+	if (ret < 0) {
+		report_add(&c->rep, "%s: malformed manifest (%s)", source,
+			   why ? why : strerror(-ret));
+		return ret == -ENOMEM ? ret : -EACCES;
+	}
+	ret = -EACCES;
+	for (size_t i = 0; i < m->n_layers && ret != 0 && ret != -ENOMEM; i++) {
+		const struct descriptor *d = &m->layers[i];
+		char *bundle = NULL, reason[256];
+		size_t blen = 0;
+		int r;
+
+		if (strcmp(d->media_type, SIGSTORE_BUNDLE_TYPE))
+			continue;
+		c->found++;
+		r = fetch_cached(c, d->digest, d->size, false, BUNDLE_MAX, &bundle, &blen);
+		if (r < 0) {
+			report_add(&c->rep, "%s: bundle not fetched (%s)", source, strerror(-r));
+			if (r != -ENOENT && r != -EFBIG && r != -EIO)
+				c->transport_err = r;
+			continue;
+		}
+		r = cosign_verify_bundle(c->t->sigs->keys, bundle, blen, c->digest, &c->key, reason,
+					 sizeof(reason));
+		free(bundle);
+		if (r == 0) {
+			snprintf(c->sigman, sizeof(c->sigman), "%s", digest);
+			snprintf(c->where, sizeof(c->where), "%.128s, Sigstore bundle %.19s", source,
+				 d->digest);
+			ret = 0;
+		} else if (r == -ENOMEM) {
+			ret = r;
+		} else {
+			report_add(&c->rep, "%s: bundle %.19s: %s", source, d->digest, reason);
+		}
+	}
+	manifest_free(m);
+	return ret;
+}
+
+static bool is_signature_type(const char *type)
+{
+	return type && (!strcmp(type, COSIGN_SIG_ARTIFACT_TYPE) ||
+			!strcmp(type, SIGSTORE_BUNDLE_TYPE));
+}
+
+/* OCI 1.1 referrers that are cosign signatures: its own artifact type, or
+ * Sigstore bundles. */
 static int check_referrers(struct check *c)
 {
 	struct manifest *idx = NULL;
 	const char *via = "referrers";
 	unsigned seen = 0;
-	int ret = referrers_index(c->t, c->reg, c->repo, c->digest, COSIGN_SIG_ARTIFACT_TYPE,
-				  &idx, &via);
+	/* two types: the registry cannot filter for both */
+	int ret = referrers_index(c->t, c->reg, c->repo, c->digest, NULL, &idx, &via);
 
 	if (ret < 0) {
 		report_add(&c->rep, "referrers: %s", strerror(-ret));
@@ -309,7 +364,7 @@ static int check_referrers(struct check *c)
 		size_t len = 0;
 		int r;
 
-		if (!d->artifact_type || strcmp(d->artifact_type, COSIGN_SIG_ARTIFACT_TYPE))
+		if (!is_signature_type(d->artifact_type))
 			continue;
 		if (++seen > SIG_REFERRERS_MAX) {
 			report_add(&c->rep, "more than %d referrer signatures: rest not checked",
@@ -324,7 +379,10 @@ static int check_referrers(struct check *c)
 				c->transport_err = r;
 			continue;
 		}
-		ret = check_manifest(c, source, d->digest, body, len, d->media_type);
+		if (!strcmp(d->artifact_type, SIGSTORE_BUNDLE_TYPE))
+			ret = check_bundle_manifest(c, source, d->digest, body, len);
+		else
+			ret = check_manifest(c, source, d->digest, body, len, d->media_type);
 		free(body);
 	}
 	if (!seen)

@@ -4,7 +4,8 @@
  * An artifact's signatures are looked for under cosign's tag
  * sha256-<hex>.sig first (one request; cosign's payloads need none, see
  * cosign.h), then among its OCI 1.1 referrers of type
- * application/vnd.dev.cosign.artifact.sig.v1+json. Signature manifests
+ * application/vnd.dev.cosign.artifact.sig.v1+json or Sigstore bundles
+ * (cosign 3's default, cosign_verify_bundle()). Signature manifests
  * and payloads go into the blob cache like any manifest and blob.
  * Verdicts are kept per registry/repository@digest: "verified" for the
  * mount's life, "refused" for tag_ttl (a signature may be pushed later).

@@ -181,14 +181,15 @@ const char *cosign_key_name(const struct cosign_keys *k, size_t i)
 	return i < k->n ? k->v[i].name : "?";
 }
 
-/* Decode base64 (whitespace allowed, as Go's decoder allows newlines). */
-static int base64_decode(const char *in, unsigned char *out, size_t outsz, size_t *outlen)
+/* Decode base64 of at most @max_in characters (whitespace allowed, as
+ * Go's decoder allows newlines) into @out, of room for inlen/4*3+3. */
+static int base64_decode(const char *in, size_t max_in, unsigned char *out, size_t *outlen)
 {
 	EVP_ENCODE_CTX *ctx;
 	size_t inlen = strlen(in);
 	int n = 0, fin = 0, ret = -EINVAL;
 
-	if (inlen > COSIGN_SIG_MAX || outsz < inlen / 4 * 3 + 3)
+	if (inlen > max_in)
 		return -EINVAL;
 	ctx = EVP_ENCODE_CTX_new();
 	if (!ctx)
@@ -225,10 +226,10 @@ static bool key_verifies(const struct cosign_key *key, const void *payload, size
 int cosign_verify_signature(const struct cosign_keys *k, const void *payload, size_t len,
 			    const char *b64sig, size_t *which)
 {
-	unsigned char sig[COSIGN_SIG_MAX];
+	unsigned char sig[COSIGN_SIG_MAX / 4 * 3 + 3];
 	size_t siglen = 0;
 
-	if (base64_decode(b64sig, sig, sizeof(sig), &siglen) < 0)
+	if (base64_decode(b64sig, COSIGN_SIG_MAX, sig, &siglen) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < k->n; i++) {
 		if (key_verifies(&k->v[i], payload, len, sig, siglen)) {
@@ -429,5 +430,66 @@ out_done:
 	/* drop the leading "; " */
 	if (!strncmp(out->why, "; ", 2))
 		memmove(out->why, out->why + 2, strlen(out->why + 2) + 1);
+	return ret;
+}
+
+int cosign_verify_bundle(const struct cosign_keys *k, const void *bundle, size_t len,
+			 const char *digest, size_t *which, char *why, size_t whylen)
+{
+	const size_t b64max = COSIGN_PAYLOAD_MAX / 3 * 4 + 4;
+	unsigned char *payload = NULL;
+	char *pae = NULL, head[320];
+	const char *reason = NULL;
+	struct dsse d;
+	size_t plen = 0, hlen, key = 0;
+	int ret = bundle_dsse_parse(bundle, len, &d, &reason);
+
+	if (ret < 0) {
+		snprintf(why, whylen, "malformed bundle (%s)", reason ? reason : strerror(-ret));
+		return ret == -ENOMEM ? ret : -EINVAL;
+	}
+	ret = -ENOMEM;
+	if (strlen(d.payload) > b64max || strlen(d.payload_type) > 256) {
+		snprintf(why, whylen, "DSSE payload larger than 64 KiB");
+		ret = -EINVAL;
+		goto out_release;
+	}
+	payload = malloc(strlen(d.payload) / 4 * 3 + 3);
+	if (!payload)
+		goto out_release;
+	if (base64_decode(d.payload, b64max, payload, &plen) < 0) {
+		snprintf(why, whylen, "DSSE payload is not base64");
+		ret = -EINVAL;
+		goto out_release;
+	}
+	/* DSSE signs the pre-authentication encoding, not the payload. */
+	hlen = (size_t)snprintf(head, sizeof(head), "DSSEv1 %zu %s %zu ", strlen(d.payload_type),
+				d.payload_type, plen);
+	pae = malloc(hlen + plen);
+	if (!pae)
+		goto out_release;
+	memcpy(pae, head, hlen);
+	memcpy(pae + hlen, payload, plen);
+	ret = -EACCES;
+	for (size_t i = 0; i < d.n_sigs && ret < 0; i++)
+		if (cosign_verify_signature(k, pae, hlen + plen, d.sigs[i], &key) == 0)
+			ret = 0;
+	if (ret < 0) {
+		snprintf(why, whylen, "not signed by %s", k->n == 1 ? "the key" : "any of the keys");
+		goto out_release;
+	}
+	ret = intoto_names(payload, plen, COSIGN_SIGN_PREDICATE, digest + 7, &reason);
+	if (ret == 1) {
+		if (which)
+			*which = key;
+		ret = 0;
+	} else {
+		snprintf(why, whylen, "signed by %s but %s", k->v[key].name, reason);
+		ret = ret < 0 ? -EINVAL : -EACCES;
+	}
+out_release:
+	free(pae);
+	free(payload);
+	dsse_release(&d);
 	return ret;
 }

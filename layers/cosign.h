@@ -16,6 +16,8 @@
  *   RSA >= 2048 bits         PKCS #1 v1.5 over SHA-256
  *   Ed25519                  pure Ed25519 over the payload (not Ed25519ph)
  *
+ * cosign_verify_bundle() checks cosign 3's default format instead.
+ *
  * No network here: payload blobs come through a callback, and most never
  * need it: cosign writes its payload deterministically, so the bytes it
  * would have written for this artifact are tried first, and used when
@@ -88,5 +90,14 @@ struct cosign_outcome {
 int cosign_verify_manifest(const struct cosign_keys *k, const struct manifest *sig,
 			   const char *registry, const char *repo, const char *digest,
 			   cosign_fetch_fn fetch, void *arg, struct cosign_outcome *out);
+
+/* cosign 3's default format: Sigstore bundle @bundle (SIGSTORE_BUNDLE_TYPE)
+ * whose DSSE envelope is signed by one of the keys (*which) and holds an
+ * in-toto statement of predicate COSIGN_SIGN_PREDICATE with @digest as a
+ * subject. The statement names no repository, and the bundle's
+ * transparency-log entries and certificates are not checked (keys only).
+ * 0, -EACCES or -EINVAL with @why, -ENOMEM. */
+int cosign_verify_bundle(const struct cosign_keys *k, const void *bundle, size_t len,
+			 const char *digest, size_t *which, char *why, size_t whylen);
 
 #endif

@@ -33,6 +33,33 @@ struct simplesign {
 int simplesign_parse(const void *buf, size_t len, struct simplesign *out, const char **why);
 void simplesign_release(struct simplesign *s);
 
+/* cosign 3's default: a Sigstore bundle, attached as an OCI referrer,
+ * holding a DSSE envelope over an in-toto statement whose subject is the
+ * image digest. */
+#define SIGSTORE_BUNDLE_TYPE "application/vnd.dev.sigstore.bundle.v0.3+json"
+#define COSIGN_SIGN_PREDICATE "https://sigstore.dev/cosign/sign/v1"
+#define BUNDLE_MAX (1u << 20)	/* certificates and log entries included */
+#define DSSE_SIGS_MAX 8
+
+/* The DSSE envelope of a bundle: base64 strings, as found. */
+struct dsse {
+	char *payload_type;
+	char *payload;			/* base64 */
+	char *sigs[DSSE_SIGS_MAX];	/* base64 */
+	size_t n_sigs;
+};
+
+/* Parse a bundle's dsseEnvelope. 0, -EINVAL with *why (static; also for
+ * a bundle that holds a messageSignature instead) or -ENOMEM. Release
+ * with dsse_release(). */
+int bundle_dsse_parse(const void *buf, size_t len, struct dsse *out, const char **why);
+void dsse_release(struct dsse *d);
+
+/* Does in-toto statement @buf have @predicate_type and a subject with
+ * sha256 digest @hex? 1 yes, 0 no (*why says which), -EINVAL malformed. */
+int intoto_names(const void *buf, size_t len, const char *predicate_type, const char *hex,
+		 const char **why);
+
 /* The string value of annotation @key in @annotations (the compact JSON
  * object text of struct descriptor). 0 and *out (caller frees), -ENODATA
  * when absent or not a string, -EINVAL for bad JSON, -ENOMEM. */

@@ -31,8 +31,9 @@ static const char cosign_dsse_pae[] =
 	"{\"sha256\":\"658781cd4ed9bca60dacd09f7bb914bb51502e8b5d619f57f39a1d652596cc24\"}}],"
 	"\"predicate\":{\"builder\":{\"id\":\"2\"},\"buildType\":\"x\",\"invocation\":"
 	"{\"configSource\":{}}}}";
-static const char cosign_dsse_sig[] =
-	"MEUCIA8KjZqkrt90fzBojSwwtj3Bqb41E6ruxQk97TLnpzdYAiEAzOAjOTzyvTHqbpFDAn6zhrg6EZv7kxK5faRoVGYMh2c=";
+#define COSIGN_DSSE_SIG \
+	"MEUCIA8KjZqkrt90fzBojSwwtj3Bqb41E6ruxQk97TLnpzdYAiEAzOAjOTzyvTHqbpFDAn6zhrg6EZv7kxK5faRoVGYMh2c="
+static const char cosign_dsse_sig[] = COSIGN_DSSE_SIG;
 
 static const char rsa_pub[] =
 	"-----BEGIN PUBLIC KEY-----\n"
@@ -457,6 +458,68 @@ static void test_manifest_refused(void)
 	CHECK(f.calls == 0);
 }
 
+/* ---- Sigstore bundles (cosign 3) ---- */
+
+#define ENVELOPE(payload, sig)                                                               \
+	"{\"mediaType\":\"" SIGSTORE_BUNDLE_TYPE "\",\"verificationMaterial\":{},"            \
+	"\"dsseEnvelope\":{\"payload\":\"" payload "\",\"payloadType\":"                    \
+	"\"application/vnd.in-toto+json\",\"signatures\":[{\"sig\":\"" sig "\"}]}}"
+
+/* A cosign-sign statement for DIGEST, signed by the Ed25519 key. */
+#define SIGN_STATEMENT_B64                                                                   \
+	"eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjEiLCJzdWJqZWN0IjpbeyJkaWdlc3Qi"   \
+	"Onsic2hhMjU2IjoiNGFhMzA1NDI3MGY3YTcwYjQ1MjhmMjA2NGVlOTA5NjE3ODhlMWUxNTE4NzAzNTkyYWU0"   \
+	"NDYzZGUzYjg4OWRlYyJ9fV0sInByZWRpY2F0ZVR5cGUiOiJodHRwczovL3NpZ3N0b3JlLmRldi9jb3NpZ24v"   \
+	"c2lnbi92MSIsInByZWRpY2F0ZSI6e319"
+#define SIGN_STATEMENT_SIG                                                                   \
+	"czGUZE9es4v48nR09HDxgX0Aw7LFoI0yUd9XbI2XRwGE1eaIOIzwNXj1odpiatcyR8tavjJNR2Km0z48+7yDCg=="
+/* cosign's own DSSE vector (verify_blob_attestation_test.go): an SLSA
+ * provenance statement, signed by cosign's test key. */
+#define SLSA_STATEMENT_B64                                                                   \
+	"eyJfdHlwZSI6Imh0dHBzOi8vaW4tdG90by5pby9TdGF0ZW1lbnQvdjAuMSIsInByZWRpY2F0ZVR5cGUiOiJo"   \
+	"dHRwczovL3Nsc2EuZGV2L3Byb3ZlbmFuY2UvdjAuMiIsInN1YmplY3QiOlt7Im5hbWUiOiJibG9iIiwiZGln"   \
+	"ZXN0Ijp7InNoYTI1NiI6IjY1ODc4MWNkNGVkOWJjYTYwZGFjZDA5ZjdiYjkxNGJiNTE1MDJlOGI1ZDYxOWY1"   \
+	"N2YzOWExZDY1MjU5NmNjMjQifX1dLCJwcmVkaWNhdGUiOnsiYnVpbGRlciI6eyJpZCI6IjIifSwiYnVpbGRU"   \
+	"eXBlIjoieCIsImludm9jYXRpb24iOnsiY29uZmlnU291cmNlIjp7fX19fQ=="
+
+static int bundle_check(const char *bundle, const char *pem, const char *digest,
+			const char *why_part)
+{
+	struct cosign_keys *k = load("b.pub", pem);
+	char why[256] = "";
+	size_t which = 9;
+	int ret = -1;
+
+	if (k)
+		ret = cosign_verify_bundle(k, bundle, strlen(bundle), digest, &which, why,
+					   sizeof(why));
+	if (why_part && !strstr(why, why_part)) {
+		fprintf(stderr, "bundle why: %s (want %s)\n", why, why_part);
+		check_failures++;
+	}
+	if (ret == 0)
+		CHECK(which == 0);
+	cosign_keys_free(k);
+	return ret;
+}
+
+static void test_bundle(void)
+{
+	const char *good = ENVELOPE(SIGN_STATEMENT_B64, SIGN_STATEMENT_SIG);
+
+	CHECK(bundle_check(good, ed25519_pub, DIGEST, NULL) == 0);
+	CHECK(bundle_check(good, ed25519_pub, OTHER, "another digest") == -EACCES);
+	CHECK(bundle_check(good, rsa_pub, DIGEST, "not signed by the key") == -EACCES);
+	/* cosign's vector: the signature verifies, the statement is no cosign sign */
+	CHECK(bundle_check(ENVELOPE(SLSA_STATEMENT_B64, COSIGN_DSSE_SIG), cosign_p256_pub,
+			   "sha256:658781cd4ed9bca60dacd09f7bb914bb51502e8b5d619f57f39a1d652596cc24",
+			   "predicateType") == -EACCES);
+	CHECK(bundle_check("{\"messageSignature\":{}}", ed25519_pub, DIGEST, "no DSSE") ==
+	      -EINVAL);
+	CHECK(bundle_check(ENVELOPE("***", SIGN_STATEMENT_SIG), ed25519_pub, DIGEST,
+			   "not base64") == -EINVAL);
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_cosign.XXXXXX");
@@ -478,6 +541,7 @@ int main(void)
 	test_manifest_fetched_payload();
 	test_manifest_one_of_two();
 	test_manifest_refused();
+	test_bundle();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)

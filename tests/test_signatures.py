@@ -380,6 +380,40 @@ def test_referrer_signature_via_referrers_api(registry, client, mount_factory, k
         proxy.stop()
 
 
+@pytest.mark.parametrize("kind", ["ecdsa", "ed25519"])
+def test_sigstore_bundle_referrer(registry, client, mount_factory, keys, kind):
+    """cosign 3 sign --key: a Sigstore bundle (DSSE over an in-toto statement)."""
+    repo = new_repo()
+    p = provider(client, repo)
+    cosign.sign_bundle(client, repo, p, cosign.bundle(keys[kind], p.digest))
+    m = vmount(mount_factory, registry, keys[kind])
+    t0 = registry.mark()
+    assert read(os.path.join(art(m, registry, repo), "provider")) == read(ELF_PATH)
+    # .sig (404), referrers API (404), the tag-schema index, the referrer
+    # manifest, the bundle, then the binary
+    assert registry.count("GET", "/v2/%s/blobs/.*" % repo, t0) == 2
+    assert "Sigstore bundle" in m.log_text()
+
+
+@pytest.mark.parametrize("case, why", [
+    ("other key", "not signed by the key"),
+    ("other digest", "statement is for another digest"),
+    ("other predicate", "predicateType is not cosign's signature"),
+])
+def test_sigstore_bundle_refused(registry, client, mount_factory, keys, case, why):
+    repo = new_repo()
+    p = provider(client, repo)
+    q = provider(client, repo, tag="2.0")
+    b = {"other key": lambda: cosign.bundle(keys["other"], p.digest),
+         "other digest": lambda: cosign.bundle(keys["ecdsa"], q.digest),
+         "other predicate": lambda: cosign.bundle(keys["ecdsa"], p.digest,
+                                                  "https://slsa.dev/provenance/v1")}[case]()
+    cosign.sign_bundle(client, repo, p, b)
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    t0 = registry.mark()
+    assert_refused(m, registry, p, t0, why)
+
+
 # --- options ------------------------------------------------------------------
 
 def test_bad_key_refuses_to_mount(registry, mount_factory, tmp_path):

@@ -2,7 +2,7 @@
  * signature: the simple-signing payload (registry/simplesign.h) and its
  * claims, and the signature itself (layers/cosign.h).
  *
- * The input is a payload. Promises checked: the claims of an input that
+ * The input is a payload, and a Sigstore bundle. Promises checked: the claims of an input that
  * passes are exactly the artifact's (type, digest, a repository that
  * normalizes to the artifact's); a payload parsed at all has every field
  * set; the input taken as base64 signature or annotations text never
@@ -69,6 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_ASSERT(!strcmp(s.type, COSIGN_CLAIM_TYPE));
 		simplesign_release(&s);
 	}
+	/* as a Sigstore bundle: never verified by a key that signed nothing */
+	ret = cosign_verify_bundle(keys(), data, size, DIGEST, NULL, reason, sizeof(reason));
+	FUZZ_ASSERT(ret == -EACCES || ret == -EINVAL || ret == -ENOMEM);
 	str = malloc(size + 1);
 	if (!str)
 		return 0;
