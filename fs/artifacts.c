@@ -1,8 +1,8 @@
 /* artifacts.c - owns the artifact views: one per registry/repo@digest,
  * built from manifests fetched and verified against their digest (an
  * index is resolved to this platform's manifest). One lock,
- * artifacts.lock, guards the list and each artifact's fallback fields;
- * the views themselves are immutable. */
+ * artifacts.lock, guards the list and each artifact's fallback and layout
+ * fields; the views themselves are immutable. */
 #include "artifacts.h"
 
 #include <ctype.h>
@@ -46,6 +46,7 @@ static void artifact_free(struct artifact *a)
 {
 	if (!a)
 		return;
+	aview_free(a->layout);	/* borrows from a->v */
 	aview_free(a->v);
 	free(a->fallback_path);
 	free(a->registry);
@@ -470,4 +471,65 @@ void artifact_fallback_remember(struct tree *t, struct artifact *a, int err, con
 			a->fallback_done = false;
 	}
 	pthread_mutex_unlock(&t->arts->lock);
+}
+
+int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out)
+{
+	const struct aview *v = a->v;
+	const struct manifest *top = v->index ? v->index : v->m;
+	uint64_t len = v->index ? v->index_len : v->len;
+	struct manifest **children = NULL;
+	struct aview *l = NULL;
+	char what[1600];
+	int ret;
+
+	pthread_mutex_lock(&t->arts->lock);
+	l = a->layout;
+	pthread_mutex_unlock(&t->arts->lock);
+	if (l) {
+		*out = l;
+		return 0;
+	}
+	snprintf(what, sizeof(what), "%s/%s@%s", a->registry, a->repo, a->digest);
+	if (top->kind == MANIFEST_INDEX && top->n_layers) {
+		children = calloc(top->n_layers, sizeof(*children));
+		if (!children)
+			return -ENOMEM;
+	}
+	/* Every platform's manifest (small; cached), so that blobs/sha256/
+	 * lists their configs and layers, which are fetched only when read.
+	 * One that cannot be read leaves its blobs out, with a log line. */
+	for (size_t i = 0; children && i < top->n_layers; i++) {
+		const struct descriptor *d = &top->layers[i];
+		char *body = NULL, *ctype = NULL;
+		size_t blen = 0;
+
+		ret = manifest_bytes(t, a->registry, a->repo, d->digest, &body, &blen, &ctype);
+		if (ret == 0)
+			ret = parse_or_log(what, d->digest, body, blen,
+					   ctype ? ctype : d->media_type, &children[i]);
+		if (ret < 0)
+			log_msg(LOG_WARNING, "%s: layout: manifest %s unreadable (%s); its blobs "
+				"are left out", what, d->digest, strerror(-ret));
+		free(body);
+		free(ctype);
+		if (ret == -ENOMEM) {
+			for (size_t k = 0; k < top->n_layers; k++)
+				manifest_free(children[k]);
+			free(children);
+			return ret;
+		}
+	}
+	ret = aview_build_layout(top, a->digest, len, children, &l);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&t->arts->lock);
+	if (!a->layout) {
+		a->layout = l;
+		l = NULL;
+	}
+	*out = a->layout;
+	pthread_mutex_unlock(&t->arts->lock);
+	aview_free(l);	/* another thread built it first */
+	return 0;
 }

@@ -21,6 +21,7 @@ struct artifact {
 	bool fallback_done;
 	int fallback_err;
 	char *fallback_path;	/* below the cache root */
+	struct aview *layout;	/* artifacts.lock: artifact_layout() */
 };
 
 int artifacts_new(struct artifacts **out);
@@ -40,6 +41,12 @@ int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
  * "0.0.1". */
 int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
 				    const char *tag, struct artifact **out, bool *repo_exists);
+
+/* The complete OCI image layout of @a, every platform (artifact.h),
+ * built on first use: reads every platform's manifest of an index (from
+ * the cache, else the registry), no config or layer. 0 and *out
+ * (borrowed, valid for the tree's life), or -errno. */
+int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out);
 
 /* The fallback's outcome when known: true, with *err and (on 0) @out. */
 bool artifact_fallback_known(struct tree *t, struct artifact *a, int *err, char *out,

@@ -168,7 +168,7 @@ static int readdir_extracted(struct tree *t, struct artifact *art, const char *r
 
 static int readdir_artifact(struct tree *t, struct target *g, tree_fill_fn fill, void *ctx)
 {
-	const struct aview *v = g->r.art->v;
+	const struct aview *v = g->view;
 	const char *inner = g->r.inner;
 	size_t il = strlen(inner);
 	struct tree_attr a;
@@ -257,8 +257,11 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx)
 	case R_CONTROL:
 		a.mode = S_IFREG | 0444;
 		a.size = 0;
-		fill(ctx, "stats", &a);
+		if (fill(ctx, "stats", &a))
+			break;
 		dir_attr(&a);
+		if (fill(ctx, LAYOUT_DIR + 1, &a))
+			break;
 		fill(ctx, "referrers", &a);
 		break;
 	case R_REFERRERS:

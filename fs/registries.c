@@ -139,6 +139,7 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 		      (ret == -EHOSTUNREACH || ret == -ETIMEDOUT || ret == -EIO);
 	struct registries *rs = t->regs;
 	struct regstate *r;
+	const char *split = NULL;
 
 	if (ret == -EBADMSG || regclient_mirror_count(t->rc, reg))
 		return;
@@ -150,6 +151,11 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 		snprintf(r->name, sizeof(r->name), "%s", reg);
 		r->next = rs->down;
 		rs->down = r;
+		/* "127.0.0.1" failing while "127.0.0.1:5000" is known: a tool
+		 * split the path at ':' (skopeo's oci:PATH:REF, $PATH, docker -v). */
+		for (size_t i = 0, l = strlen(reg); !strchr(reg, ':') && i < rs->names.n; i++)
+			if (!strncmp(rs->names.v[i], reg, l) && rs->names.v[i][l] == ':')
+				split = reg;
 	}
 	if (r) {
 		r->until = silent ? tree_now() + t->down_window : 0;
@@ -157,4 +163,9 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 		snprintf(r->message, sizeof(r->message), "%s", err->message);
 	}
 	pthread_mutex_unlock(&rs->lock);
+	if (split)
+		log_msg(LOG_WARNING, "%s: not reachable; a path with %s:PORT in it was probably "
+			"split at ':' by the tool reading it (skopeo oci:PATH:REF, $PATH, docker -v): "
+			"run skopeo from inside the directory (oci:.), or use a registry mount, a "
+			"reference mount or a symlink", reg, reg);
 }

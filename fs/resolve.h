@@ -16,6 +16,9 @@ enum rkind {
 };
 
 #define CONTROL_DIR "/.ocifs"
+/* /.ocifs/layout/<registry>/<repo>/<ref>/: the reference's complete OCI
+ * image layout (every kind of mount; paths are the full namespace's). */
+#define LAYOUT_DIR "/layout"
 
 struct resolved {
 	enum rkind kind;

@@ -161,10 +161,13 @@ void entry_attr(const struct aentry *e, struct tree_attr *a)
 /* target_new() into @g. */
 static int target_get(struct tree *t, const char *path, struct target *g)
 {
+	const size_t ll = strlen(LAYOUT_DIR);
+	bool layout = false;
 	char full[4096];
 	int ret;
 
 	g->e = NULL;
+	g->view = NULL;
 	g->rest = NULL;
 	g->ext[0] = '\0';
 	/* The control directory sits at the mount's root in every mode. */
@@ -183,10 +186,15 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 			ret = referrers_resolve(t, rest + 10, &g->r);
 			goto out_resolved;
 		}
-		if (*rest == '/')
+		if (!strncmp(rest, LAYOUT_DIR, ll) && (rest[ll] == '/' || !rest[ll])) {
+			/* The whole namespace, whatever the mount's root. */
+			path = rest[ll] && rest[ll + 1] ? rest + ll : "/";
+			layout = true;
+		} else if (*rest == '/') {
 			return -ENOENT;
+		}
 	}
-	if (t->root[0]) {
+	if (t->root[0] && !layout) {
 		size_t rl = strlen(t->root), pl = strcmp(path, "/") ? strlen(path) : 0;
 		if (rl + pl >= sizeof(full))
 			return -ENAMETOOLONG;
@@ -197,9 +205,14 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 	}
 	ret = resolve(t, path, &g->r);
 out_resolved:
-	if (ret < 0 || g->r.kind != R_ARTIFACT || !g->r.inner[0])
+	if (ret < 0 || g->r.kind != R_ARTIFACT)
 		return ret;
-	g->e = aview_lookup(g->r.art->v, g->r.inner, &g->rest);
+	g->view = g->r.art->v;
+	if (layout && (ret = artifact_layout(t, g->r.art, &g->view)) < 0)
+		return ret;
+	if (!g->r.inner[0])
+		return 0;
+	g->e = aview_lookup(g->view, g->r.inner, &g->rest);
 	if (!g->e)
 		return -ENOENT;
 	if (g->rest || g->e->kind == AE_FALLBACK)
@@ -328,15 +341,53 @@ static int put_xattr(const char *val, char *buf, size_t size)
 	return (int)len;
 }
 
+/* A reference mount's root attributes that need no request: the
+ * reference as normalized ("docker.io/library/ubuntu:latest", or @digest),
+ * and the digest it pins. NULL when @name is not one of them. */
+static const char *local_root_xattr(const struct tree *t, const char *name, char *out,
+				    size_t len)
+{
+	const char *ref = strrchr(t->root, '/');
+	size_t slashes = 0, off = 0;
+
+	for (const char *c = t->root; *c; c++)
+		slashes += *c == '/';
+	if (slashes < 3 || !ref)	/* not "/<registry>/<repo>/<ref>" */
+		return NULL;
+	ref++;
+	if (!strcmp(name, "user.oci.reference")) {
+		/* "/reg/a/.b/ref" (fs/ocifs.c root_of) -> "reg/a/b:ref" */
+		const char *c = t->root + 1;
+		for (size_t i = 0; c < ref - 1 && off + 1 < len; i++) {
+			size_t n = strcspn(c, "/");
+			bool dot = i >= 2 && *c == '.';	/* ".b": repository part b */
+			off += (size_t)snprintf(out + off, len - off, "%s%.*s", i ? "/" : "",
+						(int)(n - dot), c + dot);
+			c += n + 1;
+		}
+		if (off + 1 < len)
+			snprintf(out + off, len - off, "%c%s", strncmp(ref, "sha256:", 7) ? ':' : '@',
+				 ref);
+		return out;
+	}
+	if (!strcmp(name, "user.oci.digest") && !strncmp(ref, "sha256:", 7))
+		return ref;
+	return NULL;
+}
+
 int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf, size_t size)
 {
 	struct target *g;
 	const struct aentry *e;
-	char num[32];
+	char num[32], local[2048];
 	const char *val = NULL;
 	int ret;
 
 	ret = target_new(t, path, &g);
+	/* The registry cannot say (unreachable): what the mount knows. */
+	if (ret < 0 && ret != -ENOENT && ret != -ENOMEM && !strcmp(path, "/") &&
+	    (val = local_root_xattr(t, name, local, sizeof(local))))
+		return put_xattr(val, buf, size);
 	if (ret < 0)
 		return ret;
 	ret = -ENODATA;
@@ -388,14 +439,18 @@ int tree_listxattr(struct tree *t, const char *path, char *buf, size_t size)
 					     "user.oci.size", "user.oci.annotations",
 					     "user.oci.artifactType", "user.oci.reference" };
 	size_t off = 0;
+	int err = 0;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		int n = tree_getxattr(t, path, names[i], NULL, 0);
 		size_t len = strlen(names[i]) + 1;
 		if (n == -ENODATA)
 			continue;
+		/* Offline, a reference mount's root still has what is local. */
+		if (n < 0 && !err)
+			err = n;
 		if (n < 0)
-			return n;
+			continue;
 		if (size) {
 			if (off + len > size)
 				return -ERANGE;
@@ -403,5 +458,5 @@ int tree_listxattr(struct tree *t, const char *path, char *buf, size_t size)
 		}
 		off += len;
 	}
-	return (int)off;
+	return off || !err ? (int)off : err;
 }

@@ -69,6 +69,7 @@ void entry_attr(const struct aentry *e, struct tree_attr *a);
  * the artifact root) and, inside archives, the path in the extract area. */
 struct target {
 	struct resolved r;
+	const struct aview *view;	/* R_ARTIFACT: the artifact's, or its layout */
 	const struct aentry *e;
 	const char *rest;
 	char ext[4200];		/* "" unless served from the extract area */

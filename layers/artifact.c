@@ -224,10 +224,7 @@ static int add_layer(struct aview *v, size_t i, enum layer_class c, const struct
 		note(l, false, "layer %s: title \"%s\" refused (not a plain relative name); "
 		     "shown as layer%zu", d->digest, esc, i);
 	}
-	if (d->title && !strncmp(d->title, "blobs/", 6)) {
-		/* blobs/ holds only blobs/sha256/<hex> of that very digest. */
-		e = NULL;
-	} else if (d->title && platform_layer_is_oras_dir(d)) {
+	if (d->title && platform_layer_is_oras_dir(d)) {
 		/* oras pull unpacks it into <title>/; so do we. */
 		e = add_file(v, d->title, AE_ARCHIVE, d);
 		if (e) {
@@ -244,9 +241,14 @@ static int add_layer(struct aview *v, size_t i, enum layer_class c, const struct
 	}
 	if (!e) {
 		snprintf(name, sizeof(name), "layer%zu", i);
+		if (taken(v, name)) {	/* a title asked for it */
+			note(l, false, "layer %s: \"%s\" is taken by a title; the layer is only "
+			     "in the layout view", d->digest, name);
+			return 0;
+		}
 		e = add_file(v, name, AE_BLOB, d);
 		if (!e)
-			return -ENOMEM;	/* layer<N> cannot clash but with memory */
+			return -ENOMEM;
 	}
 	if (program)
 		e->mode = 0555;
@@ -284,21 +286,8 @@ static int build_image(struct aview *v, const struct oci_platform *p, aview_warn
 	self.annotations = m->annotations;
 	if (!add_file(v, "manifest.json", AE_MANIFEST, &self))
 		return -ENOMEM;
-	ret = add_blob(v, &self, AE_MANIFEST);
-	if (ret < 0)
-		return ret;
-	if (m->has_config) {
-		if (!add_file(v, "config.json", AE_BLOB, &m->config))
-			return -ENOMEM;
-		ret = add_blob(v, &m->config, AE_BLOB);
-		if (ret < 0)
-			return ret;
-	}
-	for (size_t i = 0; i < m->n_layers; i++) {
-		ret = add_blob(v, &m->layers[i], AE_BLOB);
-		if (ret < 0)
-			return ret;
-	}
+	if (m->has_config && !add_file(v, "config.json", AE_BLOB, &m->config))
+		return -ENOMEM;
 	/* Titled layers first: a title wins a name over layer<N> and over a
 	 * base name shown at the top. */
 	for (int pass = 0; pass < 2; pass++) {
@@ -370,38 +359,15 @@ int aview_build(struct manifest *index, const char *index_digest, uint64_t index
 	if ((index_digest && !(v->index_digest = strdup(index_digest))) ||
 	    (digest && !(v->digest = strdup(digest))))
 		goto out_free;
-	if (index) {
-		size_t off = 0;
-		struct descriptor self = { 0 };
-		self.media_type = index->media_type;
-		self.digest = v->index_digest;
-		self.size = index_len;
-		self.annotations = index->annotations;
-		ret = add_blob(v, &self, AE_MANIFEST);
-		for (size_t i = 0; ret == 0 && i < index->n_layers; i++) {
-			const struct descriptor *d = &index->layers[i];
-			ret = add_blob(v, d, AE_MANIFEST);
-			if (d->has_platform && off < sizeof(v->offered))
-				off += (size_t)snprintf(v->offered + off, sizeof(v->offered) - off,
-							"%s%s/%s%s%s", off ? ", " : "",
-							d->platform.os, d->platform.architecture,
-							d->platform.variant ? "/" : "",
-							d->platform.variant ? d->platform.variant : "");
-		}
-		if (ret < 0)
-			goto out_free;
+	for (size_t i = 0, off = 0; index && i < index->n_layers; i++) {
+		const struct descriptor *d = &index->layers[i];
+		if (d->has_platform && off < sizeof(v->offered))
+			off += (size_t)snprintf(v->offered + off, sizeof(v->offered) - off,
+						"%s%s/%s%s%s", off ? ", " : "", d->platform.os,
+						d->platform.architecture,
+						d->platform.variant ? "/" : "",
+						d->platform.variant ? d->platform.variant : "");
 	}
-	/* The directory is an OCI image layout too (skopeo, umoci, oras).
-	 * Before the layers: a title may not take these names. */
-	ret = add_data(v, "oci-layout", strdup("{\"imageLayoutVersion\":\"1.0.0\"}\n"),
-		       "application/json");
-	if (ret == 0)
-		ret = add_data(v, "index.json",
-			       index ? layout_index(index->media_type, v->index_digest, index_len) :
-				       layout_index(m->media_type, v->digest, len),
-			       "application/vnd.oci.image.index.v1+json");
-	if (ret < 0)
-		goto out_free;
 	if (m) {
 		ret = build_image(v, p, warn, warn_arg);
 		if (ret < 0)
@@ -414,10 +380,73 @@ out_free:
 	return ret;
 }
 
+/* The blobs of @m into the layout: its config and layers. */
+static int add_image_blobs(struct aview *v, const struct manifest *m)
+{
+	int ret = 0;
+
+	if (m->kind != MANIFEST_IMAGE)
+		return 0;	/* an index inside an index: its manifests only */
+	if (m->has_config)
+		ret = add_blob(v, &m->config, AE_BLOB);
+	for (size_t i = 0; ret == 0 && i < m->n_layers; i++)
+		ret = add_blob(v, &m->layers[i], AE_BLOB);
+	return ret;
+}
+
+int aview_build_layout(const struct manifest *top, const char *digest, uint64_t len,
+		       struct manifest **children, struct aview **out)
+{
+	struct aview *v = calloc(1, sizeof(*v));
+	size_t n = top->kind == MANIFEST_INDEX ? top->n_layers : 0;
+	struct descriptor self = { 0 };
+	int ret = -ENOMEM;
+
+	if (!v) {
+		for (size_t i = 0; children && i < n; i++)
+			manifest_free(children[i]);
+		free(children);
+		return -ENOMEM;
+	}
+	v->owned = children;
+	v->n_owned = children ? n : 0;
+	v->len = len;
+	if (!(v->digest = strdup(digest)))
+		goto out_free;
+	ret = add_data(v, "oci-layout", strdup("{\"imageLayoutVersion\":\"1.0.0\"}\n"),
+		       "application/json");
+	if (ret == 0)
+		ret = add_data(v, "index.json", layout_index(top->media_type, v->digest, len),
+			       "application/vnd.oci.image.index.v1+json");
+	self.media_type = top->media_type;
+	self.digest = v->digest;
+	self.size = len;
+	self.annotations = top->annotations;
+	if (ret == 0)
+		ret = add_blob(v, &self, AE_MANIFEST);
+	if (ret == 0 && top->kind == MANIFEST_IMAGE)
+		ret = add_image_blobs(v, top);
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		ret = add_blob(v, &top->layers[i], AE_MANIFEST);
+		if (ret == 0 && children && children[i])
+			ret = add_image_blobs(v, children[i]);
+	}
+	if (ret < 0)
+		goto out_free;
+	*out = v;
+	return 0;
+out_free:
+	aview_free(v);
+	return ret;
+}
+
 void aview_free(struct aview *v)
 {
 	if (!v)
 		return;
+	for (size_t i = 0; i < v->n_owned; i++)
+		manifest_free(v->owned[i]);
+	free(v->owned);
 	for (size_t i = 0; i < v->n; i++) {
 		free(v->e[i].path);
 		free(v->e[i].data);

@@ -5,8 +5,9 @@
  * in its entries point into the manifests it owns.
  *
  * Entries (paths relative to the artifact directory), what `oras pull`
- * gives for this platform plus the metadata:
- *   manifest.json, config.json, oci-layout, index.json
+ * gives for this platform plus the metadata, so that a recursive copy
+ * fetches nothing of another platform:
+ *   manifest.json, config.json
  *   <title>                 each layer of this or every platform; an oras
  *                           directory layer (io.deis.oras.content.unpack)
  *                           is the directory it was packed from
@@ -18,7 +19,11 @@
  *                           multi-platform archive (resolved lazily), when
  *                           no layer is marked for this platform and none
  *                           is titled as a program (bin/..., entrypoint)
- *   blobs/sha256/<hex>      every blob, manifest and index
+ *
+ * The layout view (aview_build_layout) is the reference's complete OCI
+ * image layout, every platform: oci-layout, index.json naming the top
+ * manifest or index, blobs/sha256/<hex> for it, its platforms' manifests
+ * and their configs and layers.
  */
 #ifndef OCIFS_ARTIFACT_H
 #define OCIFS_ARTIFACT_H
@@ -64,6 +69,8 @@ struct aview {
 	uint64_t skipped;	/* bytes of other platforms' layers */
 	struct aentry *e;
 	size_t n, cap;
+	struct manifest **owned;	/* layout view: the platforms' manifests */
+	size_t n_owned;
 };
 
 /* Told once per layer or entry left out of the view, with why. @expected:
@@ -77,6 +84,15 @@ int aview_build(struct manifest *index, const char *index_digest, uint64_t index
 		const struct oci_platform *p, aview_warn_fn warn, void *warn_arg,
 		struct aview **out);
 void aview_free(struct aview *v);
+
+/* The OCI image layout of @top (bytes of @len hashing to @digest): borrows
+ * @top (and @digest's copy is its own), which must outlive the view. For an
+ * index, @children[i] is the parsed manifest of top->layers[i] or NULL
+ * where it could not be read (its config and layers are then missing);
+ * the view takes ownership of @children (may be NULL) also on failure.
+ * 0 or -ENOMEM. */
+int aview_build_layout(const struct manifest *top, const char *digest, uint64_t len,
+		       struct manifest **children, struct aview **out);
 
 /* The entry at @path, or the archive entry above it with *rest set to the
  * path inside the archive (otherwise *rest is NULL). */

@@ -28,6 +28,7 @@ from fixtures.pki import CA
 from fixtures.push import Client, push_artifact, push_demo
 from fixtures.registry import make_htpasswd
 from fixtures.tokenserver import TokenServer
+from fixtures.layout import layout_blob
 
 MiB = 1024 * 1024
 USER, PASSWORD = "alice", "pw-Alice-0123456789"
@@ -440,7 +441,7 @@ def test_token_with_credentials_reused(content, token_server, token_registry, mo
     assert read(os.path.join(d, "manifest.json")) == p.manifest
     assert read(os.path.join(d, "config.json")) == p.config.data
     for b in [p.config] + p.layers:
-        assert read(os.path.join(d, "blobs", "sha256", b.hex)) == b.data
+        assert read(layout_blob(d, b.digest)) == b.data
     assert sorted(os.listdir(os.path.join(m.path, reg.host, "private", "app"))) == ["1.0"]
     reqs = scope_requests(token_server, "private/app")
     assert len(reqs) == 1, [(r.method, r.scopes) for r in token_server.requests]
@@ -466,7 +467,7 @@ def test_token_concurrent_readers(content, token_server, token_registry, mount_f
             go.wait(10)
             d = art(m, reg.host, "demo/hello", ("1.0", "latest")[i % 2])
             b = ([p.config] + p.layers)[i % 3]
-            assert read(os.path.join(d, "blobs", "sha256", b.hex)) == b.data
+            assert read(layout_blob(d, b.digest)) == b.data
         except Exception as e:     # reported below, in the main thread
             errors.append(e)
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]

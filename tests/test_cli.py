@@ -405,7 +405,7 @@ def test_form_all_registries(mount_factory, registry, content):
     assert os.listdir(m.path) == [registry.host]            # .ocifs not listed
     d = os.path.join(m.path, registry.host, "demo", "hello", "1.0")
     assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
-    assert sorted(os.listdir(os.path.join(m.path, ".ocifs"))) == ["referrers", "stats"]
+    assert sorted(os.listdir(os.path.join(m.path, ".ocifs"))) == ["layout", "referrers", "stats"]
 
 
 def test_form_registry(mount_factory, registry, content):
@@ -426,12 +426,14 @@ def test_form_reference(mount_factory, registry, content, by):
     ref = "%s/demo/hello%s" % (registry.host, ":1.0" if by == "tag" else "@" + p.digest)
     m = mount_factory(args=[ref])
     names = set(os.listdir(m.path))
-    assert {"manifest.json", "config.json", "README.md", "hello.txt", "blobs",
-            "oci-layout", "index.json"} <= names, names
+    assert {"manifest.json", "config.json", "README.md", "hello.txt"} == names, names
     assert ".ocifs" not in names
     assert read(os.path.join(m.path, "manifest.json")) == p.manifest
     assert read(os.path.join(m.path, "hello.txt")) == b"Hello from ocifs!\n"
-    assert sha256_file(os.path.join(m.path, "blobs", "sha256", p.hex)) == p.hex
+    # the layout view, under the full namespace's path in a reference mount too
+    lay = os.path.join(m.path, ".ocifs", "layout", registry.host, "demo", "hello",
+                       "1.0" if by == "tag" else p.digest)
+    assert sha256_file(os.path.join(lay, "blobs", "sha256", p.hex)) == p.hex
     assert stats(m.path)["manifest_requests"] >= 1
 
 
@@ -441,7 +443,8 @@ def test_form_reference_to_index_picks_platform(mount_factory, registry, content
     arm = idx.manifests[1]
     assert read(os.path.join(m.path, "manifest.json")) == arm.manifest
     assert read(os.path.join(m.path, "config.json")) == arm.config.data
-    layout = json.loads(read(os.path.join(m.path, "index.json")))
+    lay = os.path.join(m.path, ".ocifs", "layout", registry.host, "img", "multi", "1")
+    layout = json.loads(read(os.path.join(lay, "index.json")))
     assert layout["manifests"][0]["digest"] == idx.digest
     assert layout["manifests"][0]["mediaType"] == OCI_INDEX
 
@@ -736,8 +739,7 @@ def test_stats_bytes_saved_by_platform(mount_factory, registry, content):
     m = mount_factory(opts=["platform=linux/amd64"], args=[registry.host])
     d = os.path.join(m.path, "plat", "tool", "1")
     mark = registry.mark()
-    assert sorted(n for n in os.listdir(d) if n != "blobs") == \
-        ["README.md", "config.json", "index.json", "manifest.json", "oci-layout", "tool"]
+    assert sorted(os.listdir(d)) == ["README.md", "config.json", "manifest.json", "tool"]
     assert read(os.path.join(d, "tool")) == amd.data
     s = stats(m.path)
     assert s["bytes_saved_by_platform"] == arm.size
@@ -777,8 +779,9 @@ def test_xattrs_of_a_layer_file(mount_factory, registry, content):
     assert json.loads(attrs["user.oci.annotations"]) == p.layer_annotations
     assert attrs == {n: os.getxattr(f, n) for n in FILE_XATTRS}
     assert sorted(os.listxattr(f)) == sorted(FILE_XATTRS)
-    # The same blob under blobs/, and the manifest and config files.
-    assert getfattr(os.path.join(d, "blobs", "sha256", layer.hex)) == attrs
+    # The same blob in the layout view, and the manifest and config files.
+    lay = os.path.join(m.path, ".ocifs", "layout", registry.host, "cli", "annotated", "1.0")
+    assert getfattr(os.path.join(lay, "blobs", "sha256", layer.hex)) == attrs
     mf = getfattr(os.path.join(d, "manifest.json"))
     assert mf["user.oci.digest"] == p.digest.encode()
     assert mf["user.oci.mediaType"] == OCI_MANIFEST.encode()
@@ -831,10 +834,17 @@ def test_xattrs_in_a_reference_mount(mount_factory, registry, content):
 
 # --- the OCI image layout view: skopeo ------------------------------------------------
 
-def skopeo_copy(src, dest, *extra):
+def skopeo_copy(layout, dest, *extra):
+    """skopeo copy oci:. from inside @layout (its path has host:port in it,
+    and skopeo splits oci:PATH:REF at ':')."""
     need("skopeo")
-    return run(["skopeo", "--insecure-policy", "copy", "-q"] + list(extra) +
-               ["oci:" + src, "dir:" + dest], timeout=120)
+    return run(["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", layout,
+                "skopeo", "--insecure-policy", "copy", "-q"] + list(extra) +
+               ["oci:.", "dir:" + dest], timeout=120)
+
+
+def layout_of(m, host, repo, ref):
+    return os.path.join(m.path, ".ocifs", "layout", host, repo, ref)
 
 
 def assert_dir_copy(dest, p):
@@ -848,21 +858,23 @@ def assert_dir_copy(dest, p):
 def test_oci_layout_files(mount_factory, registry, content):
     p = content["image"]
     m = mount_factory(args=[registry.host + "/img/app:1.0"])
-    assert json.loads(read(os.path.join(m.path, "oci-layout"))) == \
+    lay = layout_of(m, registry.host, "img/app", "1.0")
+    assert json.loads(read(os.path.join(lay, "oci-layout"))) == \
         {"imageLayoutVersion": "1.0.0"}
-    layout = json.loads(read(os.path.join(m.path, "index.json")))
+    layout = json.loads(read(os.path.join(lay, "index.json")))
     assert layout["schemaVersion"] == 2
     assert layout["manifests"] == [{"mediaType": OCI_MANIFEST, "digest": p.digest,
                                     "size": len(p.manifest)}]
-    assert set(os.listdir(os.path.join(m.path, "blobs", "sha256"))) == \
+    assert set(os.listdir(os.path.join(lay, "blobs", "sha256"))) == \
         {p.hex, p.config.hex, p.layers[0].hex}
+    assert sorted(os.listdir(lay)) == ["blobs", "index.json", "oci-layout"]
 
 
 def test_skopeo_copy_from_reference_mount(mount_factory, registry, content, tmp_path):
     p = content["image"]
     m = mount_factory(args=[registry.host + "/img/app:1.0"])
     mark = registry.mark()
-    skopeo_copy(m.path, str(tmp_path / "copy"))
+    skopeo_copy(layout_of(m, registry.host, "img/app", "1.0"), str(tmp_path / "copy"))
     assert_dir_copy(str(tmp_path / "copy"), p)
     # Lazily, and each blob once.
     for b in [p.config] + p.layers:
@@ -874,19 +886,21 @@ def test_skopeo_copy_from_reference_mount(mount_factory, registry, content, tmp_
                                            "demo/docker-style", "latest")])
 def test_skopeo_copy_through_symlink(mount_factory, registry, content, tmp_path,
                                      key, repo, tag):
-    """skopeo's oci: splits PATH:REF at ':', and the all-registries tree has
+    """skopeo's oci: splits PATH:REF at ':', and the layout view has
     127.0.0.1:PORT in its paths: a symlink without ':' reaches it."""
     p = content[key]
     m = mount_factory(opts=["registry=" + registry.host])
     link = tmp_path / "artifact"
-    os.symlink(os.path.join(m.path, registry.host, repo, tag), str(link))
-    skopeo_copy(str(link), str(tmp_path / "copy"))
+    os.symlink(layout_of(m, registry.host, repo, tag), str(link))
+    need("skopeo")
+    run(["skopeo", "--insecure-policy", "copy", "-q", "oci:" + str(link),
+         "dir:" + str(tmp_path / "copy")], timeout=120)
     assert_dir_copy(str(tmp_path / "copy"), p)
 
 
 def test_skopeo_copy_index_picks_platform(mount_factory, registry, content, tmp_path):
     idx = content["multi"]
     m = mount_factory(opts=["platform=linux/arm64"], args=[registry.host + "/img/multi:1"])
-    skopeo_copy(m.path, str(tmp_path / "copy"), "--override-os", "linux",
-                "--override-arch", "arm64")
+    skopeo_copy(layout_of(m, registry.host, "img/multi", "1"), str(tmp_path / "copy"),
+                "--override-os", "linux", "--override-arch", "arm64")
     assert_dir_copy(str(tmp_path / "copy"), idx.manifests[1])

@@ -49,6 +49,7 @@ from fixtures.push import (OCI_INDEX, OCI_MANIFEST, TITLE, Client,
                            push_artifact, sha256_digest)
 from fixtures.registry import wait_for
 from fixtures.timing import within as within_timed
+from fixtures.layout import layout_blob, layout_dir
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -150,7 +151,8 @@ def art(m, host, repo, ref):
 
 
 def blob_path(d, digest):
-    return os.path.join(d, "blobs", "sha256", digest.split(":", 1)[1])
+    """The blob in the layout view of artifact directory d (fixtures/layout.py)."""
+    return layout_blob(d, digest)
 
 
 def reader_child(path):
@@ -274,8 +276,7 @@ def test_manifest_faults_are_retried(content, proxy, through):
     proxy.add(r"/v2/f/small/manifests/1", "truncate", method=None, after=10, times=1)
     m = through("timeout=2")
     d = art(m, proxy.host, "f/small", "1")
-    assert within(lambda: sorted(os.listdir(d)), 30, "ls " + d)[:3] == \
-        ["a.txt", "b.bin", "blobs"]
+    assert within(lambda: sorted(os.listdir(d)), 30, "ls " + d)[:2] == ["a.txt", "b.bin"]
     assert read(os.path.join(d, "manifest.json")) == p.manifest
     assert read(os.path.join(d, "b.bin")) == p.layers[1].data
     acts = [s.action for s in proxy.seen(r"/v2/f/small/manifests/1", method=None)]
@@ -883,7 +884,8 @@ def test_concurrent_readers_lookups_and_a_lazy_unmount(content, proxy, through):
             d = os.path.dirname(bigf)
             check("big.bin" in os.listdir(d), "big.bin not listed")
             check(os.stat(bigf).st_size == big.size, "size of big.bin")
-            check(os.path.isdir(os.path.join(d, "blobs", "sha256")), "blobs/sha256")
+            check(os.path.isdir(os.path.join(layout_dir(d), "blobs", "sha256")),
+                  "the layout view's blobs/sha256")
 
     jobs = [big_reader] * 16 + [lambda i=i: many_reader(i) for i in range(4)] + \
         [lookups] * 4

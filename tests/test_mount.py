@@ -7,7 +7,8 @@ The contract (foundation issue):
     /                                   configured registries + any visited
     /<registry>/                        first components of /v2/_catalog
     /<registry>/a/b/                    next components, plus tags if a/b is a repo
-    /<registry>/<repo>/<tag>/           manifest.json, config.json, <title>..., blobs/sha256/<hex>
+    /<registry>/<repo>/<tag>/           manifest.json, config.json, <title>..., layer<N>
+    /.ocifs/layout/<registry>/<repo>/<tag>/   oci-layout, index.json, blobs/sha256/<hex>
     /<registry>/<repo>/sha256:<hex>/    the same, pinned (resolvable, not listed)
 
 Each test mounts afresh (own cache) so request counts start cold.
@@ -30,6 +31,7 @@ from fixtures.cache import cache_hexes, sha256_file
 from fixtures import push
 from fixtures.push import Client, push_artifact, push_demo, sha256_digest, tag
 from fixtures.registry import closed_port, wait_for
+from fixtures.layout import layout_blob, layout_dir
 
 MiB = 1024 * 1024
 UNREACHABLE_ERRNOS = {errno.EIO, errno.ECONNREFUSED, errno.EHOSTUNREACH,
@@ -61,7 +63,8 @@ def art(mount, host, repo, ref):
 
 
 def blob_file(d, digest):
-    return os.path.join(d, "blobs", "sha256", digest.split(":", 1)[1])
+    """The blob in the layout view of artifact directory d (fixtures/layout.py)."""
+    return layout_blob(d, digest)
 
 
 def os_call_in_child(fn, path, timeout=30):
@@ -88,7 +91,10 @@ def os_call_in_child(fn, path, timeout=30):
 def assert_artifact(d, p):
     """Everything the tag dir ``d`` must show for the pushed artifact ``p``."""
     names = os.listdir(d)
-    assert {"manifest.json", "config.json", "blobs"} <= set(names), names
+    assert {"manifest.json", "config.json"} <= set(names), names
+    # what oras pull gives, plus the metadata: no OCI layout in the
+    # artifact directory (it is under /.ocifs/layout/)
+    assert not {"blobs", "index.json", "oci-layout"} & set(names), names
     assert read(os.path.join(d, "manifest.json")) == p.manifest
     assert sha256_file(os.path.join(d, "manifest.json")) == p.hex
     assert os.stat(os.path.join(d, "manifest.json")).st_size == len(p.manifest)
@@ -100,8 +106,9 @@ def assert_artifact(d, p):
             assert os.stat(f).st_size == layer.size
             assert read(f) == layer.data, layer.title
     want = {p.hex, p.config.hex} | {l.hex for l in p.layers}
-    assert set(os.listdir(os.path.join(d, "blobs", "sha256"))) == want
-    assert os.listdir(os.path.join(d, "blobs")) == ["sha256"]
+    layout = layout_dir(d)
+    assert set(os.listdir(os.path.join(layout, "blobs", "sha256"))) == want
+    assert os.listdir(os.path.join(layout, "blobs")) == ["sha256"]
     for b in [p.config] + p.layers:
         f = blob_file(d, b.digest)
         assert os.stat(f).st_size == b.size
@@ -437,7 +444,7 @@ def test_ls_l_costs_one_manifest_request(mount, registry):
     assert sizes["config.json"] == str(p.config.size)
     assert sizes["README.md"] == "1000"
     assert sizes["data.bin"] == str(2 * MiB)
-    assert "blobs" in sizes
+    assert not {"blobs", "index.json", "oci-layout"} & set(sizes), sizes
     assert registry.count({"GET", "HEAD"}, "/v2/lsl/repo/manifests/.*", since=mark) == 1
     assert registry.count(None, "/v2/.*/blobs/.*", since=mark) == 0
 

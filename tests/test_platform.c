@@ -167,6 +167,48 @@ static void test_view_names(void)
 	}
 }
 
+/* The layout of an index: the index, every child manifest, and the
+ * configs and layers of the children whose manifests are known. */
+static void test_layout_of_index(void)
+{
+	static const char idx[] =
+		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
+		"\"manifests\":["
+		"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" H("a")
+		"\",\"size\":100,\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
+		"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" H("b")
+		"\",\"size\":200,\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}}]}";
+	static const char child[] = MANIFEST(LAYER("application/octet-stream", "1", 10, ""));
+	struct manifest *top = NULL, **kids = calloc(2, sizeof(*kids));
+	struct aview *l = NULL;
+	const char *rest;
+
+	CHECK(kids && manifest_parse(idx, strlen(idx), NULL, &top, NULL) == 0);
+	CHECK(manifest_parse(child, strlen(child), NULL, &kids[0], NULL) == 0);
+	if (!top || !kids)
+		return;
+	CHECK(aview_build_layout(top, H("9"), strlen(idx), kids, &l) == 0);
+	if (l) {
+		const struct aentry *e = aview_lookup(l, "index.json", &rest);
+		CHECK(e && strstr(e->data, "\"mediaType\":\"application/vnd.oci.image.index.v1+json\""));
+		CHECK(e && strstr(e->data, H("9")));
+		const char *want[] = { "9", "a", "b", "0", "1" };
+		for (size_t i = 0; i < 5; i++) {
+			char path[96];
+			snprintf(path, sizeof(path), "blobs/sha256/%s123456789abcdef0123456789abcdef"
+				 "0123456789abcdef0123456789abcdef", want[i]);
+			e = aview_lookup(l, path, &rest);
+			CHECK(e != NULL);
+			CHECK(e && (i < 3) == (e->kind == AE_MANIFEST));
+		}
+		e = aview_lookup(l, "blobs/sha256/b123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest);
+		CHECK(e && e->size == 200);
+		CHECK(l->n == 4 + 5);
+		aview_free(l);
+	}
+	manifest_free(top);
+}
+
 int main(void)
 {
 	struct oci_platform p, cur;
@@ -290,17 +332,36 @@ int main(void)
 		e = aview_lookup(v, "thin.provider.yaml", &rest);
 		CHECK(e && e->mode == 0444);
 		CHECK(aview_lookup(v, "manifest.json", &rest) != NULL);
-		CHECK(aview_lookup(v, "oci-layout", &rest) != NULL);
-		e = aview_lookup(v, "index.json", &rest);
-		CHECK(e && e->kind == AE_DATA && strstr(e->data, H("9")));
-		/* every blob is addressable, other platforms' too */
-		CHECK(aview_lookup(v, "blobs/sha256/3123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest) != NULL);
+		/* what oras pull gives: no layout here, nothing of darwin */
+		CHECK(aview_lookup(v, "oci-layout", &rest) == NULL);
+		CHECK(aview_lookup(v, "index.json", &rest) == NULL);
+		CHECK(aview_lookup(v, "blobs", &rest) == NULL);
+		for (size_t i = 0; i < v->n; i++)
+			CHECK(!v->e[i].digest || strcmp(v->e[i].digest, H("3")));
+		/* the layout view: every blob is addressable, other platforms' too */
+		struct aview *l = NULL;
+		CHECK(aview_build_layout(v->m, H("9"), strlen(seed000), NULL, &l) == 0);
+		if (l) {
+			e = aview_lookup(l, "index.json", &rest);
+			CHECK(e && e->kind == AE_DATA && strstr(e->data, H("9")));
+			CHECK(aview_lookup(l, "oci-layout", &rest) != NULL);
+			for (const char *c = "01239"; *c; c++) {
+				char path[96];
+				snprintf(path, sizeof(path), "blobs/sha256/%c123456789abcdef0123456789"
+					 "abcdef0123456789abcdef0123456789abcdef", *c);
+				e = aview_lookup(l, path, &rest);
+				CHECK(e && (e->kind == AE_BLOB || e->kind == AE_MANIFEST));
+			}
+			CHECK(l->n == 2 + 2 + 5);	/* files, blobs/, blobs/sha256/, 5 blobs */
+			aview_free(l);
+		}
 		aview_free(v);
 	}
 
 	/* Titles that ask for the OCI layout's names (found by
-	 * fuzz_manifest): they stay only under blobs/, the view is still
-	 * built, and blobs/sha256/<hex> is always the blob of that digest. */
+	 * fuzz_manifest): the artifact view has no layout, so they are plain
+	 * names; in the layout view blobs/sha256/<hex> is always the blob of
+	 * that digest. */
 	static const char grabby[] =
 		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
 		"\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"" H("0") "\",\"size\":2},"
@@ -320,16 +381,22 @@ int main(void)
 	CHECK(manifest_parse(grabby, strlen(grabby), NULL, &m, NULL) == 0);
 	CHECK(aview_build(NULL, NULL, 0, m, H("9"), strlen(grabby), &p, NULL, NULL, &v) == 0);
 	if (v) {
-		const struct aentry *e = aview_lookup(v, "oci-layout", &rest);
-		CHECK(e && e->kind == AE_DATA);
-		e = aview_lookup(v, "index.json", &rest);
-		CHECK(e && e->kind == AE_DATA && strstr(e->data, H("9")));
+		const struct aentry *e = aview_lookup(v, "index.json", &rest);
+		CHECK(e && e->kind == AE_BLOB && !strcmp(e->digest, H("2")));
 		e = aview_lookup(v, "bin/linux/amd64/oci-layout", &rest);
 		CHECK(e && e->kind == AE_BLOB && e->size == 10);
-		e = aview_lookup(v, "blobs/sha256/4123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest);
-		CHECK(e && e->size == 50 && !strcmp(e->digest, H("4")));
-		CHECK(aview_lookup(v, "blobs/x", &rest) == NULL);
-		CHECK(aview_lookup(v, "blobs/x.d", &rest) == NULL);
+		e = aview_lookup(v, "blobs/x", &rest);
+		CHECK(e && e->kind == AE_BLOB && e->size == 40);
+		struct aview *l = NULL;
+		CHECK(aview_build_layout(v->m, H("9"), strlen(grabby), NULL, &l) == 0);
+		if (l) {
+			e = aview_lookup(l, "index.json", &rest);
+			CHECK(e && e->kind == AE_DATA && strstr(e->data, H("9")));
+			e = aview_lookup(l, "blobs/sha256/4123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest);
+			CHECK(e && e->size == 50 && !strcmp(e->digest, H("4")));
+			CHECK(aview_lookup(l, "blobs/x", &rest) == NULL);
+			aview_free(l);
+		}
 		aview_free(v);
 	}
 
@@ -350,17 +417,22 @@ int main(void)
 	v = NULL;
 	CHECK(manifest_parse(many, many_len, NULL, &m, NULL) == 0);
 	CHECK(aview_build(NULL, NULL, 0, m, H("9"), many_len, &p, NULL, NULL, &v) == 0);
-	if (v) {
-		CHECK(v->n > 100);
+	struct aview *l = NULL;
+	if (v)
+		CHECK(aview_build_layout(v->m, H("9"), many_len, NULL, &l) == 0);
+	if (l) {
+		CHECK(l->n > 100);
 		const char *gen[] = { "oci-layout", "index.json" };
 		for (size_t i = 0; i < 2; i++) {
-			const struct aentry *e = aview_lookup(v, gen[i], &rest);
+			const struct aentry *e = aview_lookup(l, gen[i], &rest);
 			CHECK(e && e->kind == AE_DATA && e->digest == e->data_digest);
 			CHECK(e && !strncmp(e->digest, "sha256:", 7) && strlen(e->digest) == 71);
 		}
-		aview_free(v);
+		aview_free(l);
 	}
+	aview_free(v);
 	free(many);
 	test_view_names();
+	test_layout_of_index();
 	return CHECK_DONE();
 }

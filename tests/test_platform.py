@@ -5,8 +5,9 @@ The contract:
     ocifs -f -o cache=DIR[,platform=OS/ARCH[/VARIANT]][,max_extract=SIZE][,max_entries=N] MNT
 
   * an image index / Docker manifest list shows this platform's manifest as
-    manifest.json (variant rules of the image-spec and containerd); the index
-    stays at blobs/sha256/<index hex> and index.json points at it; no match ->
+    manifest.json (variant rules of the image-spec and containerd); the layout
+    view /.ocifs/layout/... holds the whole index (index.json points at it,
+    blobs/sha256/ every platform's manifest, config and layers); no match ->
     manifest.json is ENOENT and the log names the platforms on offer;
   * per-platform layers (mediaType ``.bin.<os>-<arch>``, descriptor ``platform``,
     or a title naming the platform): only this platform's is listed, also at the
@@ -41,6 +42,7 @@ import pytest
 
 from fixtures import push
 from fixtures.push import Client, platform, push_artifact, push_index, sha256_digest
+from fixtures.layout import layout_blob, layout_dir
 
 MiB = 1024 * 1024
 TITLE = push.TITLE
@@ -68,7 +70,8 @@ def art(m, host, repo, ref):
 
 
 def blob_file(d, digest):
-    return os.path.join(d, "blobs", "sha256", digest.split(":", 1)[1])
+    """The blob in the layout view of artifact directory d (fixtures/layout.py)."""
+    return layout_blob(d, digest)
 
 
 def mode_of(path):
@@ -366,7 +369,8 @@ def test_index_selects_platform(mount_factory, registry, indexes, plat, repo, wa
     d = art(m, registry.host, repo, "1")
     mark = registry.mark()
     names = set(os.listdir(d))
-    assert {"manifest.json", "config.json", "blobs", "index.json", "oci-layout"} <= names
+    assert {"manifest.json", "config.json"} <= names, names
+    assert not {"blobs", "index.json", "oci-layout"} & names, names
     mf = os.path.join(d, "manifest.json")
     assert read(mf) == child.manifest
     assert hashlib.sha256(read(mf)).hexdigest() == child.hex
@@ -378,13 +382,17 @@ def test_index_selects_platform(mount_factory, registry, indexes, plat, repo, wa
         assert read(blob_file(d, layer.digest)) == layer.data
     if not idx.media_type == push.DOCKER_LIST:
         assert read(os.path.join(d, "platform.txt")) == (want + "\n").encode()
-    # the index itself: its bytes by digest, and index.json pointing at it
+    # the layout view: the index itself by digest, index.json pointing at it,
+    # and every platform's manifest, config and layers (listed, not fetched)
+    lay = layout_dir(d)
     assert read(blob_file(d, idx.digest)) == idx.manifest
-    assert idx.hex in os.listdir(os.path.join(d, "blobs", "sha256"))
-    layout = json.loads(read(os.path.join(d, "index.json")))
+    listed = set(os.listdir(os.path.join(lay, "blobs", "sha256")))
+    assert listed == {idx.hex} | {k.hex for k in idx.manifests} | \
+        {b.hex for b in idx.blobs()}, listed
+    layout = json.loads(read(os.path.join(lay, "index.json")))
     assert [(x["digest"], x["size"], x["mediaType"]) for x in layout["manifests"]] == \
         [(idx.digest, len(idx.manifest), idx.media_type)], layout
-    assert json.loads(read(os.path.join(d, "oci-layout"))) == {"imageLayoutVersion": "1.0.0"}
+    assert json.loads(read(os.path.join(lay, "oci-layout"))) == {"imageLayoutVersion": "1.0.0"}
     # other platforms' configs and layers are never fetched
     others = [b for k in idx.manifests if k is not child for b in k.blobs()]
     for b in others:
@@ -401,9 +409,8 @@ def test_index_no_matching_platform(mount_factory, registry, indexes, plat, repo
     assert stat.S_ISDIR(os.stat(d).st_mode)
     names = os.listdir(d)
     assert "manifest.json" not in names and "config.json" not in names, names
-    assert "index.json" in names
     assert read(blob_file(d, idx.digest)) == idx.manifest
-    layout = json.loads(read(os.path.join(d, "index.json")))
+    layout = json.loads(read(os.path.join(layout_dir(d), "index.json")))
     assert [x["digest"] for x in layout["manifests"]] == [idx.digest]
     for name in ("manifest.json", "config.json", "platform.txt"):
         assert errno_of(os.stat, os.path.join(d, name)) == errno.ENOENT, name
@@ -431,8 +438,9 @@ def test_seed000_only_this_platform(mount_factory, registry, seed000, plat):
     d = art(m, registry.host, "sourceplane/lite-ci", "v0.2.0")
     mark = registry.mark()
     names = set(os.listdir(d))
-    assert {"manifest.json", "config.json", "blobs", "thin.provider.yaml", "assets",
+    assert {"manifest.json", "config.json", "thin.provider.yaml", "assets",
             "bin", "entrypoint"} <= names, names
+    assert not {"blobs", "index.json", "oci-layout"} & names, names
     assert read(os.path.join(d, "manifest.json")) == p.manifest
     # the binary: at its title path and at the top, 0555
     assert_binary(os.path.join(d, "bin", os_name, arch, "entrypoint"), p.bins[want])
@@ -449,17 +457,13 @@ def test_seed000_only_this_platform(mount_factory, registry, seed000, plat):
         assert not os.path.lexists(os.path.join(d, "bin", "darwin"))
     assert mode_of(os.path.join(d, "thin.provider.yaml")) == 0o444
     assert read(os.path.join(d, "thin.provider.yaml")) == p.layers[0].data
-    # blobs/sha256 is the content-addressed store: it lists every blob
-    assert set(os.listdir(os.path.join(d, "blobs", "sha256"))) == \
+    # the layout view's blobs/sha256 lists every blob
+    assert set(os.listdir(os.path.join(layout_dir(d), "blobs", "sha256"))) == \
         {p.hex, p.config.hex} | {l.hex for l in p.layers}
-    # read everything visible (other platforms' blobs under blobs/ excepted),
-    # stat everything, run the binary where it can run
+    # read everything visible, stat everything, run the binary where it can run
     other = [l for k, l in p.bin_layer.items() if k != want]
-    other_hex = {l.hex for l in other}
     for dirpath, dirs, files in os.walk(d):
         for n in files:
-            if n in other_hex and os.path.basename(dirpath) == "sha256":
-                continue
             read(os.path.join(dirpath, n))
     r = run(["ls", "-lR", d])
     assert r.returncode == 0, r.stderr
@@ -524,7 +528,7 @@ def test_untitled_platform_layer_is_entrypoint(mount_factory, registry):
         assert {"notes.txt", "entrypoint"} <= names, names
         assert_binary(os.path.join(d, "entrypoint"), amd)
     finally:
-        os.listdir(os.path.join(d, "blobs", "sha256"))
+        os.listdir(os.path.join(layout_dir(d), "blobs", "sha256"))
         assert gets(registry, p.repo, p.layers[0].digest, mark) == 0
 
 

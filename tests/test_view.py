@@ -272,3 +272,33 @@ def test_stats_bytes_saved_from_an_index(registry, mount_factory, tmp_path):
     want = len(theirs.manifest) + len(theirs.config.data) + len(theirs.layers[0].data)
     assert s["bytes_saved_by_platform"] == want, s
     assert s["platform_manifests_unread"] == 0, s
+
+
+def test_reference_xattrs_offline(mount_factory):
+    """A reference mount whose registry cannot be reached still answers what
+    is local: user.oci.reference (as normalized) and, for a digest, user.oci.digest;
+    listxattr lists them. Nothing else is made up."""
+    from fixtures.registry import closed_port
+    host = "127.0.0.1:%d" % closed_port()
+    digest = "sha256:" + "ab" * 32
+    for ref, want, dig in (("%s/team/a/b:1.0" % host, "%s/team/a/b:1.0" % host, None),
+                           ("%s/team/a@%s" % (host, digest), "%s/team/a@%s" % (host, digest),
+                            digest)):
+        m = mount_factory(args=[ref], opts=["timeout=1"])
+        assert os.getxattr(m.path, "user.oci.reference").decode() == want
+        names = os.listxattr(m.path)
+        assert "user.oci.reference" in names, names
+        if dig:
+            assert os.getxattr(m.path, "user.oci.digest").decode() == dig
+        else:
+            try:
+                os.getxattr(m.path, "user.oci.digest")
+                assert False, "a digest made up offline"
+            except OSError as e:
+                assert e.errno != 0
+        try:
+            os.getxattr(m.path, "user.oci.mediaType")
+            assert False, "a media type made up offline"
+        except OSError:
+            pass
+        m.unmount()

@@ -72,7 +72,7 @@ static bool view_path_ok(const char *p)
 	}
 }
 
-static void check_view(const struct aview *v, const struct oci_platform *p)
+static void check_view(const struct aview *v, const struct oci_platform *p, bool layout)
 {
 	int fb[8];
 
@@ -88,9 +88,13 @@ static void check_view(const struct aview *v, const struct oci_platform *p)
 		FUZZ_ASSERT(aview_lookup(v, e->path, &rest) == e && rest == NULL);
 		FUZZ_ASSERT(!e->digest || ref_valid_digest(e->digest));
 
-		/* The OCI layout part: blobs/sha256/<hex> holds exactly the blob
-		 * of that digest, and nothing else lives under blobs/. */
-		if (!strncmp(e->path, "blobs/", 6)) {
+		/* The layout view: blobs/sha256/<hex> holds exactly the blob of
+		 * that digest, and nothing else lives under blobs/. The artifact
+		 * view: what oras pull gives, so no layout names at its top. */
+		if (!layout) {
+			FUZZ_ASSERT(strcmp(e->path, "index.json") && strcmp(e->path, "oci-layout"));
+			FUZZ_ASSERT(e->kind != AE_DATA);
+		} else if (!strncmp(e->path, "blobs/", 6)) {
 			if (!strcmp(e->path, "blobs/sha256")) {
 				FUZZ_ASSERT(e->kind == AE_DIR);
 			} else {
@@ -111,9 +115,16 @@ static void check_view(const struct aview *v, const struct oci_platform *p)
 		}
 		free(parent);
 	}
+	if (layout) {
+		FUZZ_ASSERT(aview_lookup(v, "index.json", &(const char *){ NULL }));
+		FUZZ_ASSERT(aview_lookup(v, "oci-layout", &(const char *){ NULL }));
+		for (size_t i = 0; i < v->n; i++)
+			FUZZ_ASSERT(!strcmp(v->e[i].path, "index.json") ||
+				    !strcmp(v->e[i].path, "oci-layout") ||
+				    !strncmp(v->e[i].path, "blobs", 5));
+		return;
+	}
 	FUZZ_ASSERT(aview_lookup(v, "manifest.json", &(const char *){ NULL }) || !v->m);
-	FUZZ_ASSERT(aview_lookup(v, "index.json", &(const char *){ NULL }));
-	FUZZ_ASSERT(aview_lookup(v, "oci-layout", &(const char *){ NULL }));
 
 	size_t n = aview_fallback_layers(v, p, fb, sizeof(fb) / sizeof(fb[0]));
 	FUZZ_ASSERT(n <= sizeof(fb) / sizeof(fb[0]));
@@ -153,7 +164,15 @@ static void view_for(const uint8_t *data, size_t size, const char *ct, const cha
 	if (ret != 0)
 		fprintf(stderr, "aview_build: %s\n", strerror(-ret));
 	FUZZ_ASSERT(ret == 0);
-	check_view(v, &p);
+	check_view(v, &p, false);
+	/* The layout view of the same manifest (an index's children unknown:
+	 * only the manifests themselves; an image: every blob). */
+	const struct manifest *top = v->index ? v->index : v->m;
+	struct aview *l = NULL;
+	ret = aview_build_layout(top, digest, size, NULL, &l);
+	FUZZ_ASSERT(ret == 0);
+	check_view(l, &p, true);
+	aview_free(l);
 	aview_free(v);
 }
 
