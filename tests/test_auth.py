@@ -594,7 +594,7 @@ def test_token_failure_is_shared(content, token_server, registry_factory, mount_
     time.sleep(2.5)
     tproxy.add(r"/token", "hang", method=None, hold=30)
     seen = len(tproxy.seen(r"/token", method=None))
-    blobs = [os.path.join(d, "blobs", "sha256", b.hex) for b in [p.config] + p.layers]
+    blobs = [layout_blob(d, b.digest) for b in [p.config] + p.layers]
     errs = {}
 
     def reader(path):
