@@ -96,6 +96,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	if (o->page_size)
 		regclient_set_page_size(t->rc, o->page_size);
 	blobcache_set_max(t->bc, o->cache_max);
+	blobcache_set_cancel(t->bc, o->interrupted);
 	t->tag_ttl = o->tag_ttl;
 	t->down_window = o->timeout < 1 ? 1 : o->timeout > 10 ? 10 : o->timeout;
 	t->may_fetch = o->may_fetch;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int blobcache_check(const char *root, char *why, size_t len)
@@ -389,11 +390,38 @@ out_unlink:
 	return ret;
 }
 
+void blobcache_set_cancel(struct blobcache *bc, bool (*cancelled)(void))
+{
+	bc->cancelled = cancelled;
+}
+
+/* Wait under bc->lock for @f to be done: 0, or -EINTR once the waiter's
+ * own cancelled() says so (asked about once a second). */
+static int flight_wait(struct blobcache *bc, struct inflight *f)
+{
+	while (!f->done) {
+		struct timespec ts;
+
+		if (!bc->cancelled) {
+			pthread_cond_wait(&f->cond, &bc->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec++;
+		pthread_cond_timedwait(&f->cond, &bc->lock, &ts);
+		if (!f->done && bc->cancelled())
+			return -EINTR;
+	}
+	return 0;
+}
+
 /* Run @fn once for @key however many threads ask at the same time: the
- * first runs it, the others wait and share its result. */
+ * first runs it, the others wait and share its result (a waiter that is
+ * cancelled leaves with -EINTR; the others go on waiting). */
 int blobcache_single_flight(struct blobcache *bc, const char *key, int (*fn)(void *), void *arg)
 {
 	struct inflight *f, **pp;
+	pthread_condattr_t ca;
 	int ret;
 
 	pthread_mutex_lock(&bc->lock);
@@ -402,9 +430,9 @@ int blobcache_single_flight(struct blobcache *bc, const char *key, int (*fn)(voi
 			break;
 	if (f) {
 		f->waiters++;
-		while (!f->done)
-			pthread_cond_wait(&f->cond, &bc->lock);
-		ret = f->result;
+		ret = flight_wait(bc, f);
+		if (ret == 0)
+			ret = f->result;
 		if (--f->waiters == 0) {
 			pthread_cond_destroy(&f->cond);
 			free(f);
@@ -418,7 +446,10 @@ int blobcache_single_flight(struct blobcache *bc, const char *key, int (*fn)(voi
 		return -ENOMEM;
 	}
 	snprintf(f->key, sizeof(f->key), "%s", key);
-	pthread_cond_init(&f->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	f->waiters = 1;	/* ourselves */
 	f->next = bc->inflight;
 	bc->inflight = f;

@@ -85,6 +85,12 @@ void blobcache_digest_of(const void *buf, size_t len, char out[72]);
  * blobs that are not pinned are evicted with their trees. */
 void blobcache_set_max(struct blobcache *bc, uint64_t max_bytes);
 
+/* A caller that waits on another thread's download or extraction of the
+ * same blob asks @cancelled, on its own thread, about once a second, and
+ * leaves with -EINTR when it says so; the download goes on for the
+ * others. Set before the cache is shared between threads. */
+void blobcache_set_cancel(struct blobcache *bc, bool (*cancelled)(void));
+
 /* Pin @digest while a reader has it open (counted); pinned blobs are
  * never evicted. */
 void blobcache_pin(struct blobcache *bc, const char *digest);

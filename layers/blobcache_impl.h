@@ -50,6 +50,7 @@ struct blobcache {
 	int session_fd;		/* our tmp/ subdirectory, flock()ed while we live */
 	char session[64];	/* its path below the root: "tmp/s.XXXXXX" */
 	uint64_t max_bytes;	/* 0: unbounded */
+	bool (*cancelled)(void);	/* blobcache_set_cancel(); read-only after */
 	pthread_mutex_t lock;
 	struct xfail *failed;		/* lock */
 	struct inflight *inflight;	/* lock */
@@ -63,7 +64,8 @@ static inline const char *hex_of(const char *digest)
 	return digest + 7;	/* callers pass validated sha256:<hex> */
 }
 
-/* Run @fn once for @key however many threads ask at the same time. */
+/* Run @fn once for @key however many threads ask at the same time; a
+ * waiter that is cancelled (blobcache_set_cancel()) leaves with -EINTR. */
 int blobcache_single_flight(struct blobcache *bc, const char *key, int (*fn)(void *), void *arg);
 
 /* rename @from (below @from_dfd) to @name in @dfd durably: @file_fd (-1:

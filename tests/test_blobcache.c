@@ -324,6 +324,83 @@ static void test_corruption_is_fetched_again(void)
 	blobcache_free(bc);
 }
 
+/* A download that waits for @go, and the waiters' per-thread cancel. */
+struct gated {
+	const char *data;
+	size_t len;
+	volatile int go, started;
+};
+
+static int fetch_gated(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
+{
+	struct gated *g = arg;
+
+	(void)retry;
+	__atomic_store_n(&g->started, 1, __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&g->go, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	return sink(sink_arg, g->data, g->len);
+}
+
+static _Thread_local bool cancel_me;
+
+static bool cancelled(void)
+{
+	return cancel_me;
+}
+
+struct waiter {
+	struct blobcache *bc;
+	const char *digest;
+	struct gated *g;
+	bool cancel;
+	int fd;
+};
+
+static void *wait_thread(void *p)
+{
+	struct waiter *w = p;
+
+	cancel_me = w->cancel;
+	w->fd = blobcache_open(w->bc, w->digest, w->g->len, fetch_gated, w->g);
+	return NULL;
+}
+
+/* A cancelled waiter of another thread's download leaves with -EINTR
+ * while it runs; the download and its other waiters go on. */
+static void test_cancelled_waiter_leaves(void)
+{
+	const char *data = "a download that takes its time";
+	struct gated g = { data, strlen(data), 0, 0 };
+	struct blobcache *bc;
+	char d[72];
+	pthread_t lt, ct, wt;
+
+	blobcache_digest_of(data, strlen(data), d);
+	CHECK(blobcache_new(root, 0, &bc) == 0);
+	blobcache_set_cancel(bc, cancelled);
+	struct waiter leader = { bc, d, &g, false, -1 };
+	struct waiter quitter = { bc, d, &g, true, -1 };
+	struct waiter stayer = { bc, d, &g, false, -1 };
+	pthread_create(&lt, NULL, wait_thread, &leader);
+	while (!__atomic_load_n(&g.started, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	pthread_create(&ct, NULL, wait_thread, &quitter);
+	pthread_create(&wt, NULL, wait_thread, &stayer);
+	pthread_join(ct, NULL);		/* returns while the download waits */
+	CHECK(quitter.fd == -EINTR);
+	CHECK(!__atomic_load_n(&g.go, __ATOMIC_SEQ_CST));
+	__atomic_store_n(&g.go, 1, __ATOMIC_SEQ_CST);
+	pthread_join(lt, NULL);
+	pthread_join(wt, NULL);
+	CHECK(leader.fd >= 0 && stayer.fd >= 0);
+	if (leader.fd >= 0)
+		close(leader.fd);
+	if (stayer.fd >= 0)
+		close(stayer.fd);
+	blobcache_free(bc);
+}
+
 /* Paths inside an extracted tree follow links only while they stay
  * inside; a tree that is not a real directory of ours is not there. */
 static void test_extracted_open_stays_inside(void)
@@ -547,6 +624,7 @@ int main(void)
 	test_refuses_what_others_can_write();
 	test_planted_blobs_are_fetched_again();
 	test_corruption_is_fetched_again();
+	test_cancelled_waiter_leaves();
 	test_restarts_of_a_big_blob_verify();
 	test_concurrent_starts_keep_their_sessions();
 

@@ -226,6 +226,24 @@ def test_interrupt_does_not_fail_a_download_others_wait_on(content, proxy, throu
     assert one.hex in cache_blobs(m.cache)
 
 
+def test_killed_reader_waiting_on_another_download_ends(content, proxy, through):
+    """The second reader of a trickling blob waits on the first one's
+    download: killing it ends it at once, and the download goes on."""
+    one, m, f = trickling(content, proxy, through)
+    first = cat(f)
+    second = None
+    try:
+        get = wait_for(lambda: blob_gets(proxy), 20, what="the blob GET")[0]
+        second = cat(f)
+        wait_for(lambda: in_open(second), 10, what="the second reader blocked in open")
+        second.kill()
+        second.wait(10)
+        assert first.poll() is None and not get.done.is_set()
+    finally:
+        end_children([first] + ([second] if second else []))
+    assert len(blob_gets(proxy)) == 1
+
+
 # --- allow_other ------------------------------------------------------------------
 
 USER, PASSWORD = "alice", "pw-Alice-0123456789"
