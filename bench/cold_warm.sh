@@ -271,15 +271,19 @@ unmount
 
 # ---- report ---------------------------------------------------------------------
 
-"$PYTHON" - "$SIZE" "$RUNS" "$HOST/$ART/$TITLE" "$WARM_PASSES" \
+# what the read path was: libfuse, passthrough compiled in or not, kernel
+SETUP="$("$OCIFS" --version | grep -E '^(libfuse|FUSE passthrough)' | paste -sd ';' -); kernel $(uname -r)"
+[ "$(id -u)" = 0 ] || SETUP="$SETUP; not root (no passthrough)"
+
+"$PYTHON" - "$SIZE" "$RUNS" "$HOST/$ART/$TITLE" "$WARM_PASSES" "$SETUP" \
 	"$T_COLD" "$T_CURL" "$T_CURLFILE" "$T_CURLSHA" "$T_CACHED" "$T_CACHEDNAT" "$T_WARM" "$T_NATIVE" \
 	"$RSS_MIB" "$RSS_KIB" "$RSS_BASE_KIB" "$COLD_LS_N" "$WARM_LS_N" "$TAG_LS_N" <<'PY'
 import sys
 size, runs = int(sys.argv[1]), int(sys.argv[2])
-path, passes = sys.argv[3], int(sys.argv[4])
-cold, curl, curlfile, curlsha, cached, cachednat, warm, native = map(float, sys.argv[5:13])
-rss_mib, rss_kib, rss_base_kib = map(int, sys.argv[13:16])
-cold_ls, warm_ls, tag_ls = map(int, sys.argv[16:19])
+path, passes, setup = sys.argv[3], int(sys.argv[4]), sys.argv[5]
+cold, curl, curlfile, curlsha, cached, cachednat, warm, native = map(float, sys.argv[6:14])
+rss_mib, rss_kib, rss_base_kib = map(int, sys.argv[14:17])
+cold_ls, warm_ls, tag_ls = map(int, sys.argv[17:20])
 mib = size / (1 << 20)
 
 def rate(t):
@@ -298,6 +302,7 @@ def row(what, t_ocifs, t_ref, r, target, verdict, note=""):
 print()
 print("ocifs big-blob benchmark: %s (%.0f MiB), median of %d runs"
       "; warm figures average %d reads" % (path, mib, runs, passes))
+print(setup)
 print()
 print("%-40s %11s %11s %9s %10s" % ("", "ocifs", "reference", "ratio", "target"))
 r = ratio(cold, curlfile)
