@@ -107,7 +107,7 @@ static int empty_index(struct manifest **out)
 }
 
 int referrers_index(struct tree *t, const char *reg, const char *repo, const char *digest,
-		    const char *artifact_type, struct manifest **out, const char **via)
+		    struct manifest **out, const char **via)
 {
 	struct reg_manifest rm = { 0 };
 	struct reg_error err;
@@ -119,7 +119,7 @@ int referrers_index(struct tree *t, const char *reg, const char *repo, const cha
 	if (ret < 0)
 		return ret;
 	if (!lacks_api(t->refs, reg)) {
-		ret = regclient_get_referrers(t->rc, reg, repo, digest, artifact_type, &rm, &err);
+		ret = regclient_get_referrers(t->rc, reg, repo, digest, &rm, &err);
 		reg_outcome(t, reg, ret, &err);
 		if (ret == 0) {
 			*via = "the referrers API";
@@ -213,7 +213,7 @@ static int list_fetch(struct tree *t, const char *reg, const char *repo, const c
 
 	if (!v)
 		return -ENOMEM;
-	ret = referrers_index(t, reg, repo, digest, NULL, &idx, &via);
+	ret = referrers_index(t, reg, repo, digest, &idx, &via);
 	if (ret < 0)
 		goto out_free;
 	for (size_t i = 0; i < idx->n_layers && k < REFERRERS_MAX; i++)

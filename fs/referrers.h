@@ -21,13 +21,12 @@ struct referrers;
 int referrers_new(struct referrers **out);
 void referrers_free(struct referrers *rs);
 
-/* The OCI 1.1 referrers index of @reg/@repo@@digest, asking the API to
- * filter by @artifact_type (NULL: all; a registry may not filter, nor
- * does the fallback: callers check each entry's artifact_type). 0 and
- * *out (an index; none: no entries; caller frees with manifest_free()),
- * *via says which source answered (static), or -errno. */
+/* The OCI 1.1 referrers index of @reg/@repo@@digest, of every artifact
+ * type (callers check each entry's artifact_type). 0 and *out (an index;
+ * none: no entries; caller frees with manifest_free()), *via says which
+ * source answered (static), or -errno. */
 int referrers_index(struct tree *t, const char *reg, const char *repo, const char *digest,
-		    const char *artifact_type, struct manifest **out, const char **via);
+		    struct manifest **out, const char **via);
 
 #define REFERRERS_MAX 256	/* referrers listed per artifact */
 #define REFERRERS_CACHED 128	/* artifacts whose referrers are kept */

@@ -217,6 +217,22 @@ static int fetch_payload(void *arg, const struct descriptor *d, char **buf, size
 	return fetch_cached(arg, d->digest, d->size, false, COSIGN_PAYLOAD_MAX, buf, len);
 }
 
+/* Parse signature manifest @body from @source; a malformed one is a
+ * refusal, reported. */
+static int parse_sigman(struct check *c, const char *source, const char *body, size_t len,
+			const char *ctype, struct manifest **m)
+{
+	const char *why = NULL;
+	int ret = manifest_parse(body, len, ctype, m, &why);
+
+	if (ret < 0) {
+		report_add(&c->rep, "%s: malformed manifest (%s)", source,
+			   why ? why : strerror(-ret));
+		return ret == -ENOMEM ? ret : -EACCES;
+	}
+	return 0;
+}
+
 /* Verify signature manifest @body (from @source, digest @digest) for
  * the artifact. */
 static int check_manifest(struct check *c, const char *source, const char *digest,
@@ -224,14 +240,10 @@ static int check_manifest(struct check *c, const char *source, const char *diges
 {
 	struct cosign_outcome o;
 	struct manifest *m = NULL;
-	const char *why = NULL;
-	int ret = manifest_parse(body, len, ctype, &m, &why);
+	int ret = parse_sigman(c, source, body, len, ctype, &m);
 
-	if (ret < 0) {
-		report_add(&c->rep, "%s: malformed manifest (%s)", source,
-			   why ? why : strerror(-ret));
-		return ret == -ENOMEM ? ret : -EACCES;
-	}
+	if (ret < 0)
+		return ret;
 	ret = cosign_verify_manifest(c->t->sigs->keys, m, c->reg, c->repo, c->digest,
 				     fetch_payload, c, &o);
 	manifest_free(m);
@@ -292,14 +304,10 @@ static int check_bundle_manifest(struct check *c, const char *source, const char
 				 const char *body, size_t len)
 {
 	struct manifest *m = NULL;
-	const char *why = NULL;
-	int ret = manifest_parse(body, len, NULL, &m, &why);
+	int ret = parse_sigman(c, source, body, len, NULL, &m);
 
-	if (ret < 0) {
-		report_add(&c->rep, "%s: malformed manifest (%s)", source,
-			   why ? why : strerror(-ret));
-		return ret == -ENOMEM ? ret : -EACCES;
-	}
+	if (ret < 0)
+		return ret;
 	ret = -EACCES;
 	for (size_t i = 0; i < m->n_layers && ret != 0 && ret != -ENOMEM; i++) {
 		const struct descriptor *d = &m->layers[i];
@@ -348,8 +356,7 @@ static int check_referrers(struct check *c)
 	struct manifest *idx = NULL;
 	const char *via = "referrers";
 	unsigned seen = 0;
-	/* two types: the registry cannot filter for both */
-	int ret = referrers_index(c->t, c->reg, c->repo, c->digest, NULL, &idx, &via);
+	int ret = referrers_index(c->t, c->reg, c->repo, c->digest, &idx, &via);
 
 	if (ret < 0) {
 		report_add(&c->rep, "referrers: %s", strerror(-ret));

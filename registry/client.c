@@ -224,18 +224,11 @@ int regclient_get_manifest(struct regclient *rc, const char *registry, const cha
 }
 
 int regclient_get_referrers(struct regclient *rc, const char *registry, const char *repo,
-			    const char *digest, const char *artifact_type,
-			    struct reg_manifest *out, struct reg_error *err)
+			    const char *digest, struct reg_manifest *out, struct reg_error *err)
 {
-	char what[512];
-	int n;
+	char what[128];
 
-	/* artifactType is a media type: only '+' needs escaping in a query. */
-	n = snprintf(what, sizeof(what), "referrers/%s%s", digest,
-		     artifact_type ? "?artifactType=" : "");
-	for (const char *c = artifact_type; c && *c && n > 0 && (size_t)n < sizeof(what); c++)
-		n += snprintf(what + n, sizeof(what) - (size_t)n, *c == '+' ? "%%2B" : "%c", *c);
-	if (n < 0 || (size_t)n >= sizeof(what))
+	if ((size_t)snprintf(what, sizeof(what), "referrers/%s", digest) >= sizeof(what))
 		return -EINVAL;
 	return get_document(rc, registry, repo, what, "application/vnd.oci.image.index.v1+json",
 			    false, 0, NULL, out, err);

@@ -104,13 +104,12 @@ int regclient_get_manifest(struct regclient *rc, const char *registry,
 			   unsigned *source, struct reg_manifest *out,
 			   struct reg_error *err);
 
-/* GET /v2/<repo>/referrers/<digest>[?artifactType=...]: the OCI 1.1
- * referrers index (an image index; filter it anyway: a registry may ignore
- * the filter). -ENOENT when the registry lacks the API (404). Never asked
- * of mirrors: a mirror knows nothing of referrers pushed since. */
+/* GET /v2/<repo>/referrers/<digest>: the OCI 1.1 referrers index (an
+ * image index), unfiltered: ocifs wants several artifact types at once.
+ * -ENOENT when the registry lacks the API (404). Never asked of mirrors:
+ * a mirror knows nothing of referrers pushed since. */
 int regclient_get_referrers(struct regclient *rc, const char *registry, const char *repo,
-			    const char *digest, const char *artifact_type,
-			    struct reg_manifest *out, struct reg_error *err);
+			    const char *digest, struct reg_manifest *out, struct reg_error *err);
 
 /* GET /v2/<repo>/tags/list, following pagination. */
 int regclient_list_tags(struct regclient *rc, const char *registry,

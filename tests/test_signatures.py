@@ -35,7 +35,8 @@ import pytest
 from fixtures import cosign
 from fixtures.cosign import Key, Signature, identity, sign_referrer, sign_tag, sig_tag
 from fixtures.faultproxy import FaultProxy
-from fixtures.push import OCI_INDEX, Client, platform, push_artifact, push_index
+from fixtures.push import (EMPTY_JSON, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Client, descriptor,
+                           platform, push_artifact, push_index, sha256_digest)
 from fixtures.registry import wait_for
 
 ELF_PATH = "/usr/bin/sha256sum"
@@ -436,24 +437,27 @@ SBOM_TYPE = "application/spdx+json"
 
 def push_sbom(client, subject, body=b'{"spdxVersion":"SPDX-2.3"}\n', index_tag=True):
     """An SBOM pushed as an OCI 1.1 referrer of ``subject`` (as ``oras attach``)."""
-    import json as _json
-    from fixtures.push import EMPTY_JSON, OCI_EMPTY, OCI_MANIFEST, descriptor
     cfg = client.push_blob(subject.repo, EMPTY_JSON, OCI_EMPTY)
     layer = client.push_blob(subject.repo, body, SBOM_TYPE,
                              annotations={"org.opencontainers.image.title": "sbom.spdx.json"})
-    man = _json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+    man = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                        "artifactType": SBOM_TYPE, "config": cfg, "layers": [layer],
                        "subject": descriptor(subject.manifest, subject.media_type)}).encode()
-    digest = client.push_manifest(subject.repo, push_sha(man), man, OCI_MANIFEST)
+    digest = client.push_manifest(subject.repo, sha256_digest(man), man, OCI_MANIFEST)
     ref = descriptor(man, OCI_MANIFEST, artifact_type=SBOM_TYPE)
     if index_tag:
         cosign.add_to_referrers_index(client, subject.repo, subject.digest, ref)
     return digest, ref
 
 
-def push_sha(body):
-    from fixtures.push import sha256_digest
-    return sha256_digest(body)
+def signed_with_sbom(registry, client, keys):
+    """A provider with a .sig signature and an SBOM referrer."""
+    repo = new_repo()
+    p = provider(client, repo)
+    sig_digest, _ = sign_tag(client, repo, p.digest, [Signature.make(
+        keys["ecdsa"], identity(registry.host, repo), p.digest)])
+    sbom_digest, _ = push_sbom(client, p)
+    return repo, p, sig_digest, sbom_digest
 
 
 def refdir(m, host, repo, ref="1.0"):
@@ -461,11 +465,7 @@ def refdir(m, host, repo, ref="1.0"):
 
 
 def test_referrers_listed_and_browsable(registry, client, mount_factory, keys):
-    repo = new_repo()
-    p = provider(client, repo)
-    sig_digest, _ = sign_tag(client, repo, p.digest, [Signature.make(
-        keys["ecdsa"], identity(registry.host, repo), p.digest)])
-    sbom_digest, _ = push_sbom(client, p)
+    repo, p, sig_digest, sbom_digest = signed_with_sbom(registry, client, keys)
     m = mount_factory(opts=["registry=" + registry.host, "platform=linux/amd64"])
     assert "referrers" in os.listdir(os.path.join(m.path, ".ocifs"))
     t0 = registry.mark()
@@ -491,11 +491,7 @@ def test_referrers_listed_and_browsable(registry, client, mount_factory, keys):
 
 
 def test_referrers_xattr(registry, client, mount_factory, keys):
-    repo = new_repo()
-    p = provider(client, repo)
-    sig_digest, _ = sign_tag(client, repo, p.digest, [Signature.make(
-        keys["ecdsa"], identity(registry.host, repo), p.digest)])
-    sbom_digest, _ = push_sbom(client, p)
+    repo, p, sig_digest, sbom_digest = signed_with_sbom(registry, client, keys)
     m = mount_factory(opts=["registry=" + registry.host, "platform=linux/amd64"])
     a = art(m, registry, repo)
     os.listdir(a)
