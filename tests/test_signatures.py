@@ -340,6 +340,24 @@ def test_new_mount_offline_verifies_from_the_cache(registry_factory, mount_facto
     assert "signatures could not be looked up" in m2.log_text()
 
 
+def test_layout_view_same_policy(registry, client, mount_factory, keys):
+    signed, unsigned = new_repo(), new_repo()
+    p = provider(client, signed)
+    sign_tag(client, signed, p.digest, [Signature.make(keys["ecdsa"],
+                                                       identity(registry.host, signed),
+                                                       p.digest)])
+    q = provider(client, unsigned)
+    m = vmount(mount_factory, registry, keys["ecdsa"])
+    layout = os.path.join(m.path, ".ocifs", "layout", registry.host)
+    index = json.loads(read(os.path.join(layout, signed, "1.0", "index.json")))
+    assert index["manifests"][0]["digest"] == p.digest
+    t0 = registry.mark()
+    assert errno_of(os.listdir, os.path.join(layout, unsigned, "1.0")) == errno.EACCES
+    assert errno_of(read, os.path.join(layout, unsigned, "1.0", "blobs", "sha256",
+                                       q.layers[0].hex)) == errno.EACCES
+    assert artifact_gets(registry, q, t0) == 0
+
+
 # --- OCI 1.1 referrers --------------------------------------------------------
 
 def test_referrer_signature_via_tag_schema(registry, client, mount_factory, keys):
