@@ -152,7 +152,7 @@ static int add_tree(void *arg, int dfd, const char *hex, const struct stat *st)
 
 	(void)dfd;
 	memcpy(key.hex, hex, sizeof(key.hex));
-	b = bsearch(&key, t->blobs->v, t->blobs->n, sizeof(key), by_hex);
+	b = t->blobs->n ? bsearch(&key, t->blobs->v, t->blobs->n, sizeof(key), by_hex) : NULL;
 	if (!b) {
 		b = ents_add(&t->trees, hex);
 		if (!b)
@@ -175,7 +175,8 @@ static int scan(struct blobcache *bc, struct blob_ent **out, size_t *n, uint64_t
 
 	ret = each_hex(bc->blobs_fd, add_blob, &blobs);
 	if (ret == 0) {
-		qsort(blobs.v, blobs.n, sizeof(*blobs.v), by_hex);
+		if (blobs.n)	/* qsort() and bsearch() want a non-NULL base */
+			qsort(blobs.v, blobs.n, sizeof(*blobs.v), by_hex);
 		ret = each_hex(bc->extract_fd, add_tree, &t);
 	}
 	for (size_t i = 0; ret == 0 && i < t.trees.n; i++)
@@ -218,7 +219,8 @@ int blobcache_prune(struct blobcache *bc, uint64_t max_bytes, time_t older_than,
 	ret = scan(bc, &v, &n, &total);
 	if (ret < 0)
 		return ret;
-	qsort(v, n, sizeof(*v), by_use);
+	if (n)
+		qsort(v, n, sizeof(*v), by_use);
 	pthread_mutex_lock(&bc->lock);
 	for (size_t i = 0; i < n; i++) {
 		bool old = older_than && v[i].used.tv_sec < older_than;
