@@ -965,6 +965,7 @@ out_unmount:
 out_destroy:
 	fuse_destroy(fuse);
 	fuse_loop_cfg_destroy(loop);
+	passthrough_free();
 out_tree:
 	tree_free(tree);
 out_args:

@@ -158,6 +158,20 @@ void passthrough_release(const char *path)
 	pthread_mutex_unlock(&pt.lock);
 }
 
+void passthrough_free(void)
+{
+	pthread_mutex_lock(&pt.lock);
+	for (unsigned i = 0; i < PT_BUCKETS; i++) {
+		while (pt.bucket[i]) {
+			struct pt_ent *e = pt.bucket[i];
+			pt.bucket[i] = e->next;
+			free(e->path);
+			free(e);
+		}
+	}
+	pthread_mutex_unlock(&pt.lock);
+}
+
 void passthrough_print(FILE *f)
 {
 	fprintf(f, "FUSE passthrough: compiled in (used where the kernel offers it and "
@@ -182,6 +196,10 @@ int passthrough_open(const char *path, int fd, struct fuse_file_info *fi)
 void passthrough_release(const char *path)
 {
 	(void)path;
+}
+
+void passthrough_free(void)
+{
 }
 
 void passthrough_print(FILE *f)

@@ -32,6 +32,10 @@ int passthrough_open(const char *path, int fd, struct fuse_file_info *fi);
 /* The open of @path that passthrough_open() accepted is closed. */
 void passthrough_release(const char *path);
 
+/* After the session ended: forget the opens still counted (a lazy
+ * unmount ends the daemon before every release arrives). */
+void passthrough_free(void);
+
 /* Whether reads bypass the daemon: "on", "off (why)". For --version and
  * the debug log. */
 void passthrough_print(FILE *f);
