@@ -11,8 +11,8 @@ prints the time of write + rename alone, the time the two fsync()s add, and,
 for the alternative of trusting nothing on disk, the time SHA-256 takes to
 hash the cached file again (from the page cache) on its first open in a
 mount. Then the same for an extracted tree (1000 files of 4 KiB and one of
-16 MiB, as a small layer): the syncfs(2) the cache makes before renaming
-it into extract/. Median of BENCH_RUNS (default 5). Nothing ocifs-specific
+16 MiB, as a small layer): what a syncfs(2) per extraction would cost (the
+cache makes one at unmount instead, and notes unsynced trees in its session). Median of BENCH_RUNS (default 5). Nothing ocifs-specific
 runs: these are the system calls the cache makes, on the file system it
 would use.
 """

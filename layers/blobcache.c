@@ -24,12 +24,36 @@ int blobcache_check(const char *root, char *why, size_t len)
 	return cachedir_check_path(root, why, len);
 }
 
-/* Remove what crashed processes left in tmp/: plain files, and session
- * directories whose owner no longer holds their lock. Live sessions of
- * other mounts sharing this cache are left alone. */
-static void clean_tmp(int root_fd, const char *root)
+/* The trees a dead session extracted and never synced (see tree_rename()
+ * in blobtrees.c): they may be torn, so they go; their blobs are durable. */
+static void remove_unsynced_trees(struct blobcache *bc, int session_fd)
 {
-	int fd = openat(root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(session_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	size_t pl = strlen(BLOBCACHE_TREE_NOTE);
+	struct dirent *e;
+	DIR *d;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, BLOBCACHE_TREE_NOTE, pl) && strlen(e->d_name + pl) == 64 &&
+		    !strchr(e->d_name + pl, '/') && e->d_name[pl] != '.')
+			blobcache_tree_remove(bc, e->d_name + pl);
+	closedir(d);
+}
+
+/* Remove what crashed processes left in tmp/: plain files, and session
+ * directories whose owner no longer holds their lock (with the trees they
+ * had not synced). Live sessions of other mounts sharing this cache are
+ * left alone. */
+static void clean_tmp(struct blobcache *bc)
+{
+	int fd = openat(bc->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
 	struct dirent *e;
 
@@ -52,7 +76,8 @@ static void clean_tmp(int root_fd, const char *root)
 		if (sfd < 0)
 			continue;
 		if (flock(sfd, LOCK_EX | LOCK_NB) == 0) {
-			snprintf(p, sizeof(p), "%s/tmp/%s", root, e->d_name);
+			remove_unsynced_trees(bc, sfd);
+			snprintf(p, sizeof(p), "%s/tmp/%s", bc->root, e->d_name);
 			tarx_remove_tree(p);
 		}
 		close(sfd);
@@ -128,7 +153,7 @@ int blobcache_new(const char *root, unsigned flags, struct blobcache **out)
 		goto out_close;
 	}
 	if (!(flags & BLOBCACHE_READONLY)) {
-		clean_tmp(bc->root_fd, bc->root);
+		clean_tmp(bc);
 		ret = session_open(bc);
 		if (ret < 0)
 			goto out_close;
@@ -156,8 +181,13 @@ void blobcache_free(struct blobcache *bc)
 		return;
 	if (bc->session_fd >= 0) {
 		char p[4200];
-		snprintf(p, sizeof(p), "%s/%s", bc->root, bc->session);
-		tarx_remove_tree(p);
+		/* The trees we extracted reach the disk before the notes that
+		 * would have them removed go (one syncfs for them all); if that
+		 * fails, the notes stay for the next start. */
+		if (!bc->unsynced_trees || syncfs(bc->session_fd) == 0) {
+			snprintf(p, sizeof(p), "%s/%s", bc->root, bc->session);
+			tarx_remove_tree(p);
+		}
 		close(bc->session_fd);
 	}
 	close(bc->blobs_fd);

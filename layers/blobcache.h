@@ -11,7 +11,10 @@
  * were fsync()ed (the directory too, after), so a crash at any point, the
  * machine's included, leaves a valid cache: a blob found there is a
  * regular file of ours of the right size, trusted without hashing it
- * again. Concurrent opens of one cold blob share a single download
+ * again. An extracted tree is synced when the cache is freed; one a
+ * crashed process left unsynced is removed at the next start (its blob
+ * is durable: it is extracted again). Concurrent opens of one cold blob
+ * share a single download
  * ("single flight"). Bytes that fail verification are fetched again, from
  * the next source or, from the last one, up to 3 times with backoff.
  */

@@ -57,6 +57,7 @@ struct blobcache {
 	struct pin *pins;		/* lock */
 	struct xsize *sizes;		/* lock */
 	uint64_t downloads;		/* lock */
+	unsigned unsynced_trees;	/* lock: extracted, noted in our session */
 };
 
 static inline const char *hex_of(const char *digest)
@@ -72,6 +73,10 @@ int blobcache_single_flight(struct blobcache *bc, const char *key, int (*fn)(voi
  * none) synced before, @dfd after. 0 or -errno. */
 int blobcache_durable_rename(int from_dfd, const char *from, int file_fd, int dfd,
 			     const char *name);
+
+/* A tree extracted but not yet synced is noted in the session directory
+ * under this prefix and its hex. */
+#define BLOBCACHE_TREE_NOTE "t."
 
 /* blobtrees.c: remove whatever is at extract/sha256/@hex; the disk space
  * of that tree (measured once, remembered); forget it (lock held). */

@@ -133,14 +133,29 @@ struct extract_job {
 	struct tarx_error *err;
 };
 
-/* Make an extracted tree's move from @rel (below the root) to
- * extract/sha256/@hex durable: libarchive does not fsync what it writes,
- * and a tree found after a crash is trusted like a blob. One syncfs()
- * flushes it all, cheaper than an fsync() per file. */
+/* Move an extracted tree from @rel (below the root) to extract/sha256/@hex.
+ * libarchive does not fsync what it writes, and a tree found after a
+ * crash is trusted like a blob; but a syncfs() per layer cost as much as
+ * its download (bench/durability.py). So the tree is synced once, at
+ * blobcache_free(), and until then our session notes it, durably before
+ * the rename: if we die first (the machine or the process), the next
+ * start finds the note in our dead session and removes the tree, to be
+ * extracted again from its blob, which is durable (blobcache_clean_tmp()). */
 static int tree_rename(struct blobcache *bc, const char *rel, const char *hex)
 {
-	if (syncfs(bc->session_fd) < 0)
+	char note[80];
+	int fd;
+
+	snprintf(note, sizeof(note), BLOBCACHE_TREE_NOTE "%s", hex);
+	fd = openat(bc->session_fd, note, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
 		return -errno;
+	close(fd);
+	if (fsync(bc->session_fd) < 0)
+		return -errno;
+	pthread_mutex_lock(&bc->lock);
+	bc->unsynced_trees++;
+	pthread_mutex_unlock(&bc->lock);
 	return blobcache_durable_rename(bc->root_fd, rel, -1, bc->extract_fd, hex);
 }
 
@@ -158,6 +173,13 @@ static void remember_refusal(struct blobcache *bc, const char *hex, int err,
 	x->next = bc->failed;
 	bc->failed = x;
 	pthread_mutex_unlock(&bc->lock);
+}
+
+static bool tree_exists_at(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0;
 }
 
 static int extract_job(void *p)
@@ -184,7 +206,9 @@ static int extract_job(void *p)
 	close(fd);
 	if (ret == 0)
 		ret = tree_rename(bc, rel, hex);
-	if (ret < 0)
+	if ((ret == -ENOTEMPTY || ret == -EEXIST) && tree_trusted(bc, hex))
+		ret = 0;	/* another mount sharing the cache was first */
+	if (ret < 0 || tree_exists_at(tmp))
 		tarx_remove_tree(tmp);
 	if (ret == -EPERM || ret == -EFBIG || ret == -EINVAL)
 		remember_refusal(bc, hex, ret, j->err);

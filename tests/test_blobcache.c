@@ -13,6 +13,9 @@
 #include <linux/openat2.h>
 #include <sys/syscall.h>
 
+#include <archive.h>
+#include <archive_entry.h>
+
 #include "blobcache.h"
 #include "check.h"
 
@@ -457,6 +460,63 @@ static void test_extracted_open_stays_inside(void)
 	CHECK(system(p) == 0);
 }
 
+/* A small tar holding one file, in memory. */
+static size_t make_tar(char *buf, size_t cap)
+{
+	struct archive *a = archive_write_new();
+	struct archive_entry *e = archive_entry_new();
+	size_t used = 0;
+
+	archive_write_set_format_pax_restricted(a);
+	archive_write_open_memory(a, buf, cap, &used);
+	archive_entry_set_pathname(e, "etc/conf");
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0644);
+	archive_entry_set_size(e, 6);
+	archive_write_header(a, e);
+	archive_write_data(a, "k: v\n\n", 6);
+	archive_entry_free(e);
+	archive_write_close(a);
+	archive_write_free(a);
+	return used;
+}
+
+/* A tree is synced when the cache is freed; one extracted by a process
+ * that died first may be torn, so the next start removes it (to be
+ * extracted again from its durable blob). */
+static void test_unsynced_trees_of_a_dead_session_go(void)
+{
+	static char tar[16384];
+	size_t len = make_tar(tar, sizeof(tar));
+	struct tarx_limits lim = TARX_DEFAULT_LIMITS;
+	char d[72], tree[128];
+
+	blobcache_digest_of(tar, len, d);
+	snprintf(tree, sizeof(tree), "extract/sha256/%s", d + 7);
+	for (int dies = 0; dies < 2; dies++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			struct blobcache *bc;
+			struct tarx_error err;
+			if (blobcache_new(root, 0, &bc) < 0 || blobcache_put(bc, d, tar, len) < 0 ||
+			    blobcache_extract(bc, d, len, NULL, NULL, &lim, &err) < 0)
+				_exit(1);
+			if (!dies)
+				blobcache_free(bc);
+			_exit(0);	/* dies: no blobcache_free(), as a crash */
+		}
+		int status = -1;
+		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		CHECK(exists(tree));
+		struct blobcache *bc;
+		CHECK(blobcache_new(root, 0, &bc) == 0);	/* cleans tmp/ */
+		CHECK(dies ? !exists(tree) : exists(tree));
+		CHECK(blobcache_prune(bc, 1, 0, NULL, NULL) == 0);
+		blobcache_free(bc);
+	}
+}
+
 int main(void)
 {
 	struct blobcache *bc;
@@ -620,6 +680,7 @@ int main(void)
 	blobcache_free(bc2);
 
 	test_private_modes();
+	test_unsynced_trees_of_a_dead_session_go();
 	test_extracted_open_stays_inside();
 	test_refuses_what_others_can_write();
 	test_planted_blobs_are_fetched_again();
