@@ -28,18 +28,12 @@ int blobcache_check(const char *root, char *why, size_t len)
  * in blobtrees.c): they may be torn, so they go; their blobs are durable. */
 static void remove_unsynced_trees(struct blobcache *bc, int session_fd)
 {
-	int fd = openat(session_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = cachedir_opendir(session_fd, ".");
 	size_t pl = strlen(BLOBCACHE_TREE_NOTE);
 	struct dirent *e;
-	DIR *d;
 
-	if (fd < 0)
+	if (!d)
 		return;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
 	while ((e = readdir(d)))
 		if (!strncmp(e->d_name, BLOBCACHE_TREE_NOTE, pl) && strlen(e->d_name + pl) == 64 &&
 		    !strchr(e->d_name + pl, '/') && e->d_name[pl] != '.')
@@ -53,17 +47,13 @@ static void remove_unsynced_trees(struct blobcache *bc, int session_fd)
  * left alone. */
 static void clean_tmp(struct blobcache *bc)
 {
-	int fd = openat(bc->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
+	DIR *d = cachedir_opendir(bc->root_fd, "tmp");
 	struct dirent *e;
+	int fd;
 
-	if (fd < 0)
+	if (!d)
 		return;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
+	fd = dirfd(d);
 	while ((e = readdir(d))) {
 		char p[4200];
 		int sfd;

@@ -1,6 +1,7 @@
 /* blobevict.c - pins, and least-recently-used eviction of blobs with
  * their extracted trees (prune, info). */
 #include "blobcache_impl.h"
+#include "cachedir.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -105,18 +106,13 @@ static int by_hex(const void *a, const void *b)
 static int each_hex(int dfd, int (*fn)(void *, int, const char *, const struct stat *),
 		    void *arg)
 {
-	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = cachedir_opendir(dfd, ".");
 	struct dirent *e;
-	DIR *d;
-	int ret = 0;
+	int ret = 0, fd;
 
-	if (fd < 0)
+	if (!d)
 		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
+	fd = dirfd(d);
 	while (ret == 0 && (e = readdir(d))) {
 		struct stat st;
 		if (is_hex64(e->d_name) && fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)

@@ -16,6 +16,22 @@ bool cachedir_ours(const struct stat *st)
 	return st->st_uid == geteuid() && !(st->st_mode & 022);
 }
 
+DIR *cachedir_opendir(int dfd, const char *name)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return d;
+}
+
 int cachedir_mkdir_p(const char *path)
 {
 	char *buf = strdup(path);

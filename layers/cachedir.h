@@ -11,6 +11,7 @@
 #ifndef OCIFS_CACHEDIR_H
 #define OCIFS_CACHEDIR_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/stat.h>
@@ -25,6 +26,9 @@ int cachedir_check(int root_fd, const char *real, bool create, char *why, size_t
 
 /* The same for the path @root, creating nothing. */
 int cachedir_check_path(const char *root, char *why, size_t len);
+
+/* opendir() of @name below @dfd (no link followed), or NULL with errno. */
+DIR *cachedir_opendir(int dfd, const char *name);
 
 /* Is what @st describes ours, and writable by no one else? */
 bool cachedir_ours(const struct stat *st);
