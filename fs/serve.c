@@ -101,11 +101,20 @@ static int fetch_blob(void *arg, reg_sink_fn sink, void *sink_arg, bool *retry)
 	return ret;
 }
 
+/* Another reader's download that its interrupt ended is not ours to fail:
+ * ask again (a bounded number of times), and download unless someone else
+ * does, unless this request was interrupted too. */
+static bool again_after_eintr(const struct tree *t, int ret, unsigned *tries)
+{
+	return ret == -EINTR && (*tries)++ < 8 && !(t->interrupted && t->interrupted());
+}
+
 int serve_open_blob(struct tree *t, const struct artifact *a, const char *digest,
 		    uint64_t size, bool is_manifest)
 {
 	struct fetch_ctx f = { .t = t, .reg = a->registry, .repo = a->repo, .digest = digest,
 			       .size = size, .is_manifest = is_manifest };
+	unsigned tries = 0;
 	int ret = blobcache_open(t->bc, digest, size, NULL, NULL);
 
 	/* Not cached: this open waits on a download, its own or another's. */
@@ -113,13 +122,9 @@ int serve_open_blob(struct tree *t, const struct artifact *a, const char *digest
 		ret = openfiles_wait_begin(t->files);
 		if (ret < 0)
 			return ret;
-		/* Another reader's download ended by its interrupt is not ours
-		 * to fail: ask again (and download, unless someone else does). */
-		for (unsigned i = 0; i < 8; i++) {
+		do
 			ret = blobcache_open(t->bc, digest, size, fetch_blob, &f);
-			if (ret != -EINTR || (t->interrupted && t->interrupted()))
-				break;
-		}
+		while (again_after_eintr(t, ret, &tries));
 		openfiles_wait_end(t->files);
 	}
 	stats_open(t->stats, !f.fetched);
@@ -141,7 +146,12 @@ static int extract(struct tree *t, const struct artifact *a, const char *digest,
 	struct fetch_ctx f = { .t = t, .reg = a->registry, .repo = a->repo, .digest = digest,
 			       .size = size };
 	struct tarx_error err;
-	int ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
+	unsigned tries = 0;
+	int ret;
+
+	do
+		ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
+	while (again_after_eintr(t, ret, &tries));
 
 	if (f.fetched)
 		stats_open(t->stats, false);	/* a download, like a cold open */

@@ -19,18 +19,20 @@ The contract checked here:
 
 import base64
 import errno
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
 from fixtures.cache import cache_blobs
 from fixtures.faultproxy import FaultProxy
-from fixtures.push import Client, push_artifact
+from fixtures.push import OCI_LAYER_TAR_GZIP, Client, push_artifact
 from fixtures.registry import make_htpasswd, wait_for
 from fixtures.timing import within
 
@@ -59,6 +61,16 @@ def in_open(p):
     except (OSError, IndexError):
         return False
     return nr in ("2", "257")       # open, openat (x86_64)
+
+
+def tar_gz(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode = len(data), 0o644
+            t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def stats(m):
@@ -112,7 +124,9 @@ def content(registry):
                          files=[("f%02d.bin" % i, os.urandom(4 * KiB) + bytes([i]))
                                 for i in range(N_FILES)])
     one = push_artifact(c, "s/one", ["1"], files=[("slow.bin", os.urandom(64 * KiB))])
-    return {"many": many, "one": one}
+    tgz = push_artifact(c, "s/tgz", ["1"], files=[("tool.tgz", tar_gz({"x.txt": b"x\n"}),
+                                                   OCI_LAYER_TAR_GZIP)])
+    return {"many": many, "one": one, "tgz": tgz}
 
 
 @pytest.fixture
@@ -224,6 +238,32 @@ def test_interrupt_does_not_fail_a_download_others_wait_on(content, proxy, throu
         end_children([first] + ([second] if second else []))
     assert [g.action for g in blob_gets(proxy)] == ["trickle", "forward"]
     assert one.hex in cache_blobs(m.cache)
+
+
+def test_interrupt_does_not_fail_an_extraction_others_wait_on(content, proxy, through):
+    """The same for an archive layer's directory: the second ls, waiting on
+    the first one's download and extraction, lists it after the first is
+    killed."""
+    tgz = content["tgz"].layers[0]
+    proxy.add(r"/v2/s/tgz/blobs/" + tgz.digest, "trickle", every=3, times=1)
+    m = through("timeout=30")
+    d = os.path.join(art(m, proxy.host, "s/tgz", "1"), "tool.tgz.d")
+    os.listdir(os.path.dirname(d))
+    ls = ["ls", d]
+    first = subprocess.Popen(ls, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        wait_for(lambda: blob_gets(proxy), 20, what="the layer GET")
+        second = subprocess.Popen(ls, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: in_open(second), 10, what="the second ls blocked in open")
+        first.kill()
+        first.wait(10)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+        assert out.split() == [b"x.txt"]
+    finally:
+        end_children([first] + ([second] if second else []))
+    assert [g.action for g in blob_gets(proxy)] == ["trickle", "forward"]
 
 
 def test_killed_reader_waiting_on_another_download_ends(content, proxy, through):
