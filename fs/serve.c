@@ -230,6 +230,15 @@ int serve_extracted_path(struct tree *t, struct artifact *a, const struct aentry
 		return ret;
 	snprintf(out, len, "extract/sha256/%s%s%s%s%s", e->digest + 7, e->subdir ? "/" : "",
 		 e->subdir ? e->subdir : "", rest && *rest ? "/" : "", rest ? rest : "");
+	/* oras pull refuses a directory layer with entries outside <title>/:
+	 * one without <title>/ has nothing to show (ENOENT, and a log line). */
+	if (e->subdir && !(rest && *rest) &&
+	    faccessat(blobcache_root_fd(t->bc), out, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+		log_msg(LOG_WARNING, "%s/%s@%s: layer %s: an oras directory layer without a "
+			"\"%s/\" inside; nothing of it is shown", a->registry, a->repo, a->digest,
+			e->digest, e->subdir);
+		return -ENOENT;
+	}
 	return 0;
 }
 

@@ -40,6 +40,16 @@ def oras_dir_layer(title, files):
             {"annotations": {UNPACK: "true"}})
 
 
+def one_file_tar(name, data):
+    """A plain tar holding one file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def log_lines(m, *words):
     return [ln for ln in m.log_text().splitlines() if all(w in ln for w in words)]
 
@@ -67,15 +77,11 @@ def test_oras_directory_is_a_directory(registry, mount_factory):
 def test_untitled_layers_are_layer_n(registry, mount_factory):
     """oras pull skips layers without a title; the mount keeps them reachable as
     ``layer<N>`` (N: the layer's index), archives also as ``layer<N>.d/``."""
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as t:
-        ti = tarfile.TarInfo("inside.txt")
-        ti.size = 3
-        t.addfile(ti, io.BytesIO(b"in\n"))
+    tar = one_file_tar("inside.txt", b"in\n")
     p = push_artifact(Client(registry.host), "view/untitled", ["v1"],
                       files=[("a.txt", b"titled\n", "text/plain"),
                              (None, b"untitled data\n", "application/octet-stream"),
-                             (None, tar.getvalue(), push.OCI_LAYER_TAR)])
+                             (None, tar, push.OCI_LAYER_TAR)])
     m = mount_factory(opts=["registry=" + registry.host])
     d = os.path.join(m.path, registry.host, "view/untitled/v1")
     names = os.listdir(d)
@@ -135,14 +141,10 @@ def test_titled_program_no_phantom_entrypoint(registry, mount_factory):
     """Issue 12: an artifact with a titled ``bin/tool`` and a tar layer listed
     ``entrypoint`` (the legacy fallback) that was then ENOENT.  A program the
     artifact names itself means no fallback is guessed: every listed name stats."""
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as t:
-        ti = tarfile.TarInfo("share/doc.txt")
-        ti.size = 4
-        t.addfile(ti, io.BytesIO(b"doc\n"))
+    tar = one_file_tar("share/doc.txt", b"doc\n")
     push_artifact(Client(registry.host), "view/tool", ["v1"],
                   files=[("bin/tool", b"#!/bin/sh\necho tool\n", "application/octet-stream"),
-                         ("data.tar", tar.getvalue(), push.OCI_LAYER_TAR)])
+                         ("data.tar", tar, push.OCI_LAYER_TAR)])
     m = mount_factory(opts=["registry=" + registry.host])
     d = os.path.join(m.path, registry.host, "view/tool/v1")
     names = os.listdir(d)
@@ -194,14 +196,10 @@ def test_stats_after_each_access(registry, mount_factory):
     """ls -l costs a manifest and no blob; a cold cat is one miss, one download;
     a warm cat one hit; the first read through a layer's ``.d/`` is one miss and
     one download (it was 0 misses and 1 download), the open after it a hit."""
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as t:
-        ti = tarfile.TarInfo("x.txt")
-        ti.size = 5
-        t.addfile(ti, io.BytesIO(b"xxxx\n"))
+    tar = one_file_tar("x.txt", b"xxxx\n")
     p = push_artifact(Client(registry.host), "view/stats", ["v1"],
                       files=[("a.txt", b"a" * 1000, "text/plain"),
-                             ("t.tar", tar.getvalue(), push.OCI_LAYER_TAR)])
+                             ("t.tar", tar, push.OCI_LAYER_TAR)])
     m = mount_factory(opts=["registry=" + registry.host])
     d = os.path.join(m.path, registry.host, "view/stats/v1")
     s0 = stats(m)
@@ -302,3 +300,20 @@ def test_reference_xattrs_offline(mount_factory):
         except OSError:
             pass
         m.unmount()
+
+
+def test_oras_directory_without_its_prefix(registry, mount_factory):
+    """An oras directory layer whose entries are not under <title>/ (oras pull
+    refuses it): nothing of it is shown, and a log line says why."""
+    p = push_artifact(Client(registry.host), "view/orasbad", ["v1"],
+                      files=[("assets", push.oras_dir_tgz("other", {"x": b"x\n"}),
+                              push.OCI_LAYER_TAR_GZIP, {"annotations": {UNPACK: "true"}})])
+    m = mount_factory(opts=["registry=" + registry.host])
+    d = os.path.join(m.path, registry.host, "view/orasbad/v1")
+    try:
+        os.listdir(os.path.join(d, "assets"))
+        assert False, "listed"
+    except FileNotFoundError:
+        pass
+    assert log_lines(m, "view/orasbad", "layer " + p.layers[0].digest, '"assets/"'), \
+        m.log_text()
