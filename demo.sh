@@ -27,7 +27,7 @@ PACKAGES=(
 	docker-registry
 	python3 python3-pytest
 	apache2-utils openssl python3-jwt python3-cryptography
-	curl attr groff-base man-db skopeo rsync
+	curl attr groff-base man-db skopeo rsync oci-image-tool
 	ca-certificates util-linux procps
 )
 

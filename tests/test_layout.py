@@ -255,3 +255,13 @@ def test_colon_split_path_leaves_no_ghost(registry, mount_factory, tmp_path):
     """After skopeo's split lookup of 127.0.0.1, / lists only the real registry."""
     m, _ = split_copy(registry, mount_factory, tmp_path)
     assert os.listdir(m.path) == [registry.host]            # no ghost "127.0.0.1"
+
+
+def test_oci_image_tool_validates(registry, mount_factory, multi):
+    """oci-image-tool (Debian's, image-spec 1.0) validates the layout of an
+    image index: no layer<N>.d/ or other extra entries for it to walk into."""
+    need("oci-image-tool")
+    m = mount_factory(opts=["registry=" + registry.host])
+    lay = os.path.join(m.path, ".ocifs", "layout", registry.host, "lay/multi", "1.0")
+    r = run(["oci-image-tool", "validate", "--type", "image", "."], cwd=lay)
+    assert b"Validation succeeded" in r.stdout + r.stderr
