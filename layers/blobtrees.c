@@ -224,11 +224,8 @@ int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 	char key[80];
 	int ret;
 
-	if (tree_trusted(bc, hex)) {
-		/* A use of the tree is a use of its blob: LRU goes by it. */
-		utimensat(bc->blobs_fd, hex, NULL, AT_SYMLINK_NOFOLLOW);
+	if (tree_trusted(bc, hex))
 		return 0;
-	}
 	pthread_mutex_lock(&bc->lock);
 	for (struct xfail *x = bc->failed; x; x = x->next) {
 		if (!strcmp(x->hex, hex)) {
@@ -285,6 +282,10 @@ int blobcache_extracted_open(struct blobcache *bc, const char *digest, const cha
 	}
 	while (*rel == '/')
 		rel++;
+	/* Reading or listing the tree is a use of its blob (LRU goes by the
+	 * blob's mtime); a stat (O_PATH) is not worth a write. */
+	if (!(flags & O_PATH))
+		utimensat(bc->blobs_fd, hex_of(digest), NULL, AT_SYMLINK_NOFOLLOW);
 	fd = syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
 	if (fd < 0 && errno == ENOSYS)	/* before Linux 5.6: follow no link at all */
 		fd = open_nofollow_at(dfd, *rel ? rel : ".", flags);

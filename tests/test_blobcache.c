@@ -461,7 +461,7 @@ static void test_extracted_open_stays_inside(void)
 }
 
 /* A small tar holding one file, in memory. */
-static size_t make_tar(char *buf, size_t cap)
+static size_t make_tar(char *buf, size_t cap, const char *content)
 {
 	struct archive *a = archive_write_new();
 	struct archive_entry *e = archive_entry_new();
@@ -472,9 +472,9 @@ static size_t make_tar(char *buf, size_t cap)
 	archive_entry_set_pathname(e, "etc/conf");
 	archive_entry_set_filetype(e, AE_IFREG);
 	archive_entry_set_perm(e, 0644);
-	archive_entry_set_size(e, 6);
+	archive_entry_set_size(e, (la_int64_t)strlen(content));
 	archive_write_header(a, e);
-	archive_write_data(a, "k: v\n\n", 6);
+	archive_write_data(a, content, strlen(content));
 	archive_entry_free(e);
 	archive_write_close(a);
 	archive_write_free(a);
@@ -487,7 +487,7 @@ static size_t make_tar(char *buf, size_t cap)
 static void test_unsynced_trees_of_a_dead_session_go(void)
 {
 	static char tar[16384];
-	size_t len = make_tar(tar, sizeof(tar));
+	size_t len = make_tar(tar, sizeof(tar), "k: v\n\n");
 	struct tarx_limits lim = TARX_DEFAULT_LIMITS;
 	char d[72], tree[128];
 
@@ -515,6 +515,49 @@ static void test_unsynced_trees_of_a_dead_session_go(void)
 		CHECK(blobcache_prune(bc, 1, 0, NULL, NULL) == 0);
 		blobcache_free(bc);
 	}
+}
+
+/* Opening or listing inside a tree is a use of its blob for eviction; a
+ * stat is not. */
+static void test_reading_a_tree_is_a_use(void)
+{
+	static char ta[16384], tb[16384];
+	size_t la = make_tar(ta, sizeof(ta), "tree a\n"), lb = make_tar(tb, sizeof(tb), "tree b\n");
+	struct tarx_limits lim = TARX_DEFAULT_LIMITS;
+	struct timespec old[2] = { { 1000, 0 }, { 1000, 0 } };
+	struct tarx_error err;
+	struct blobcache *bc;
+	struct stat st;
+	char da[72], db[72], p[600];
+	int fd;
+
+	blobcache_digest_of(ta, la, da);
+	blobcache_digest_of(tb, lb, db);
+	CHECK(blobcache_new(root, 0, &bc) == 0);
+	CHECK(blobcache_put(bc, da, ta, la) == 0 && blobcache_put(bc, db, tb, lb) == 0);
+	CHECK(blobcache_extract(bc, da, la, NULL, NULL, &lim, &err) == 0);
+	CHECK(blobcache_extract(bc, db, lb, NULL, NULL, &lim, &err) == 0);
+	for (int i = 0; i < 2; i++) {
+		snprintf(p, sizeof(p), "%s/blobs/sha256/%s", root, (i ? db : da) + 7);
+		CHECK(utimensat(AT_FDCWD, p, old, 0) == 0);
+	}
+	fd = blobcache_extracted_open(bc, db, "etc/conf", O_PATH | O_NOFOLLOW);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(stat(p, &st) == 0 && st.st_mtime == 1000);	/* b: a stat, no use */
+	fd = blobcache_extracted_open(bc, da, "etc/conf", O_RDONLY);
+	CHECK(fd >= 0);
+	close(fd);
+	struct blobcache_info info;
+	CHECK(blobcache_info(bc, &info) == 0 && info.extracted == 2);
+	/* Room for one blob and its tree: b, used longest ago, goes. */
+	CHECK(blobcache_prune(bc, info.bytes + info.extracted_bytes - 1, 0, NULL, NULL) == 0);
+	CHECK(blobcache_extracted_open(bc, db, "", O_RDONLY | O_DIRECTORY) == -ESTALE);
+	fd = blobcache_extracted_open(bc, da, "", O_RDONLY | O_DIRECTORY);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(blobcache_prune(bc, 1, 0, NULL, NULL) == 0);
+	blobcache_free(bc);
 }
 
 int main(void)
@@ -681,6 +724,7 @@ int main(void)
 
 	test_private_modes();
 	test_unsynced_trees_of_a_dead_session_go();
+	test_reading_a_tree_is_a_use();
 	test_extracted_open_stays_inside();
 	test_refuses_what_others_can_write();
 	test_planted_blobs_are_fetched_again();
