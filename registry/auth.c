@@ -873,8 +873,9 @@ static char *home_dir(void)
 	return NULL;
 }
 
-/* The files auth_lookup() reads, in order, into @paths (caller frees). */
-static size_t auth_files(const struct auth_opts *o, char *paths[5])
+/* The files auth_lookup() reads, in order, into @paths (caller frees):
+ * containers-auth.json(5)'s search order, then Docker's. */
+static size_t auth_files(const struct auth_opts *o, char *paths[AUTH_FILES_MAX])
 {
 	const char *e;
 	char *home = NULL;
@@ -889,6 +890,11 @@ static size_t auth_files(const struct auth_opts *o, char *paths[5])
 		paths[n++] = strdup(e);
 	if ((e = getenv("XDG_RUNTIME_DIR")) && *e &&
 	    asprintf(&paths[n], "%s/containers/auth.json", e) >= 0)
+		n++;
+	/* Where podman logs in as root without XDG_RUNTIME_DIR (sudo, cron,
+	 * systemd units). */
+	if (asprintf(&paths[n], "%s/containers/%u/auth.json", AUTH_RUN_DIR,
+		     (unsigned)getuid()) >= 0)
 		n++;
 	if ((e = getenv("XDG_CONFIG_HOME")) && *e) {
 		if (asprintf(&paths[n], "%s/containers/auth.json", e) >= 0)
@@ -909,7 +915,7 @@ static size_t auth_files(const struct auth_opts *o, char *paths[5])
 int auth_lookup(const struct auth_opts *o, const char *registry, const char *repository,
 		struct auth_cred *out, char *why, size_t why_len)
 {
-	char *paths[5] = { 0 };
+	char *paths[AUTH_FILES_MAX] = { 0 };
 	size_t n = auth_files(o, paths);
 	struct auth_cred c = { 0 };
 	int ret = -ENOENT;

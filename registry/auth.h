@@ -9,8 +9,11 @@
  *   1. -o authfile=PATH when given, and then nothing else;
  *   2. $REGISTRY_AUTH_FILE;
  *   3. $XDG_RUNTIME_DIR/containers/auth.json          (podman);
- *   4. $XDG_CONFIG_HOME/containers/auth.json, default ~/.config/...;
- *   5. $DOCKER_CONFIG/config.json, default ~/.docker/config.json.
+ *   4. /run/containers/$UID/auth.json  (podman as root without
+ *      XDG_RUNTIME_DIR: sudo, cron, systemd units);
+ *   5. $XDG_CONFIG_HOME/containers/auth.json, default ~/.config/...;
+ *   6. $DOCKER_CONFIG/config.json, default ~/.docker/config.json.
+ * (1-5 are containers-auth.json(5)'s order.)
  * Inside one file: "credHelpers" for the registry, then "credsStore", then
  * "auths" ("auth" = base64 user:password, or "username"/"password", and
  * "identitytoken").
@@ -36,6 +39,8 @@
 #define AUTH_HELPER_TIMEOUT_MS 10000
 #define AUTH_CHALLENGES_MAX 16		/* challenges in one header */
 #define AUTH_PARAMS_MAX 32		/* parameters of one challenge */
+#define AUTH_FILES_MAX 6		/* files in the search order */
+#define AUTH_RUN_DIR "/run"		/* of /run/containers/$UID/auth.json */
 
 /* ---- WWW-Authenticate (RFC 7235) ---- */
 

@@ -1,6 +1,8 @@
 /* ref.c - reference parsing, following distribution/reference's grammar. */
 #include "ref.h"
 
+#include <arpa/inet.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -148,13 +150,31 @@ bool ref_valid_registry(const char *s)
 
 bool ref_registry_is_loopback(const char *registry)
 {
-	size_t hl = strcspn(registry, ":");
+	char host[64];
+	struct in_addr a4;
+	struct in6_addr a6;
+	const char *end;
+	size_t n;
 
-	if (registry[0] == '[')
-		return strncmp(registry, "[::1]", 5) == 0;
-	if (hl == 9 && strncmp(registry, "localhost", 9) == 0)
+	/* By address, never by text: "127.evil.test" is a name that resolves
+	 * wherever its owner likes. */
+	if (registry[0] == '[') {
+		end = strchr(registry, ']');
+		n = end ? (size_t)(end - registry - 1) : 0;
+		if (!end || n >= sizeof(host) || (end[1] && end[1] != ':'))
+			return false;
+		memcpy(host, registry + 1, n);
+		host[n] = '\0';
+		return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	n = strcspn(registry, ":");
+	if (n >= sizeof(host))
+		return false;
+	memcpy(host, registry, n);
+	host[n] = '\0';
+	if (!strcmp(host, "localhost"))
 		return true;
-	return strncmp(registry, "127.", 4) == 0;
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
 const char *ref_registry_endpoint(const char *registry)

@@ -36,8 +36,9 @@ bool ref_valid_repository(const char *s);
 bool ref_valid_tag(const char *s);
 bool ref_valid_digest(const char *s);	/* sha256 only: what we can verify */
 
-/* True when plain HTTP is the default for @registry: localhost and
- * 127.0.0.0/8 (and [::1]). */
+/* True when plain HTTP is the default for @registry ("host[:port]"):
+ * "localhost", an IPv4 literal in 127.0.0.0/8, or [::1]. Names that only
+ * look like one ("127.evil.test") are not. */
 bool ref_registry_is_loopback(const char *registry);
 
 /* The host actually contacted for @registry ("docker.io" ->

@@ -1,10 +1,12 @@
 /* test_auth.c - WWW-Authenticate parsing, config-key matching, base64 and
  * credential lookup from files and fake credential helpers. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -411,6 +413,106 @@ static void test_lookup(void)
 	CHECK(system(env) == 0);
 }
 
+/* containers-auth.json(5)'s order, then Docker's, one file a user at a
+ * time: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+ * /run/containers/$UID/auth.json, $XDG_CONFIG_HOME/containers/auth.json,
+ * $DOCKER_CONFIG/config.json. Run in a child as an unused uid, so that
+ * /run/containers/$UID is ours alone (needs root; skipped otherwise). */
+static void test_search_order(void)
+{
+	static const char *const order[] = { "raf", "xrd", "run", "xch", "dkr" };
+	const unsigned uid = 54321;
+	char run[128], cmd[700];
+	bool made_parent;
+	int status;
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_search_order: skipped (needs root for /run/containers)\n");
+		return;
+	}
+	snprintf(tmp, sizeof(tmp), "/tmp/ocifs-test-order-XXXXXX");
+	CHECK(mkdtemp(tmp) != NULL);
+	chmod(tmp, 0755);
+	snprintf(run, sizeof(run), "%s/containers/%u", AUTH_RUN_DIR, uid);
+	made_parent = mkdir(AUTH_RUN_DIR "/containers", 0755) == 0;
+	CHECK(mkdir(run, 0700) == 0 || errno == EEXIST);
+	CHECK(chown(run, uid, uid) == 0);
+	for (size_t i = 0; i < 5; i++) {
+		char rel[64], text[256], *b64, user[16];
+		static const char *const rels[] = { "raf.json", "xrd/containers/auth.json", NULL,
+						    "xch/containers/auth.json",
+						    "dkr/config.json" };
+		snprintf(user, sizeof(user), "%s:pw", order[i]);
+		b64 = auth_base64_encode(user, strlen(user));
+		snprintf(text, sizeof(text), "{\"auths\":{\"ghcr.io\":{\"auth\":\"%s\"}}}", b64);
+		free(b64);
+		if (rels[i]) {
+			snprintf(rel, sizeof(rel), "%s", rels[i]);
+			write_file(rel, text, 0644);
+		} else {
+			FILE *f;
+			snprintf(cmd, sizeof(cmd), "%s/auth.json", run);
+			f = fopen(cmd, "w");
+			CHECK(f != NULL);
+			if (f) {
+				fputs(text, f);
+				fclose(f);
+			}
+			CHECK(chown(cmd, uid, uid) == 0);
+		}
+	}
+	snprintf(cmd, sizeof(cmd), "chmod -R a+rX '%s'", tmp);
+	CHECK(system(cmd) == 0);
+
+	pid = fork();
+	if (pid == 0) {
+		struct auth_cred c = { 0 };
+		char why[512], env[600];
+		int bad = 0;
+
+		if (setuid(uid) != 0)
+			_exit(2);
+		setenv("HOME", tmp, 1);
+		snprintf(env, sizeof(env), "%s/raf.json", tmp);
+		setenv("REGISTRY_AUTH_FILE", env, 1);
+		snprintf(env, sizeof(env), "%s/xrd", tmp);
+		setenv("XDG_RUNTIME_DIR", env, 1);
+		snprintf(env, sizeof(env), "%s/xch", tmp);
+		setenv("XDG_CONFIG_HOME", env, 1);
+		snprintf(env, sizeof(env), "%s/dkr", tmp);
+		setenv("DOCKER_CONFIG", env, 1);
+		/* Take the files away one by one, first first: each time the
+		 * next one in the order answers. */
+		for (size_t i = 0; i < 5; i++) {
+			if (lookup(NULL, "ghcr.io", "a/b", &c, why) != 0 ||
+			    strcmp(c.username, order[i])) {
+				fprintf(stderr, "search order: want %s, got %s\n", order[i],
+					c.username ? c.username : "(none)");
+				bad++;
+			}
+			if (i == 0)
+				unsetenv("REGISTRY_AUTH_FILE");
+			else if (i == 1)
+				unsetenv("XDG_RUNTIME_DIR");
+			else if (i == 2) {
+				snprintf(env, sizeof(env), "%s/auth.json", run);
+				bad += unlink(env) != 0;
+			} else if (i == 3)
+				unsetenv("XDG_CONFIG_HOME");	/* ~/.config: none */
+			auth_cred_release(&c);
+		}
+		_exit(bad ? 1 : 0);
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	rmdir(run);
+	if (made_parent)
+		rmdir(AUTH_RUN_DIR "/containers");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	test_challenges();
@@ -418,5 +520,6 @@ int main(void)
 	test_keys();
 	test_base64();
 	test_lookup();
+	test_search_order();
 	return CHECK_DONE();
 }

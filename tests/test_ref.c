@@ -120,6 +120,18 @@ int main(void)
 	CHECK(ref_registry_is_loopback("localhost"));
 	CHECK(ref_registry_is_loopback("[::1]:5000"));
 	CHECK(!ref_registry_is_loopback("localhost.example.com"));
+	/* Loopback by address, not by text. */
+	CHECK(ref_registry_is_loopback("127.1.2.3:5000"));
+	CHECK(ref_registry_is_loopback("127.255.255.254"));
+	CHECK(!ref_registry_is_loopback("127.evil.test"));
+	CHECK(!ref_registry_is_loopback("127.evil.test:5000"));
+	CHECK(!ref_registry_is_loopback("127.0.0.1.nip.io"));
+	CHECK(!ref_registry_is_loopback("127.1"));
+	CHECK(!ref_registry_is_loopback("128.0.0.1"));
+	CHECK(!ref_registry_is_loopback("[::2]:5000"));
+	CHECK(!ref_registry_is_loopback("[::1"));
+	CHECK(ref_registry_is_loopback("[::1]"));
+	CHECK(!ref_registry_is_loopback("localhostx"));
 	CHECK(!ref_registry_is_loopback("ghcr.io"));
 	CHECK_STR(ref_registry_endpoint("docker.io"), "registry-1.docker.io");
 	CHECK_STR(ref_registry_endpoint("ghcr.io"), "ghcr.io");
