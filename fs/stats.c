@@ -84,7 +84,12 @@ void stats_request(struct stats *s, const char *url, long status, double seconds
 	s->requests++;
 	if (status < 200 || status >= 400)
 		s->failed_requests++;
-	if (strstr(path, "/manifests/"))
+	/* Kinds are the registry API's (/v2/...): a redirect to storage is
+	 * counted once, by the registry's own answer (the client traces each
+	 * hop). */
+	if (strncmp(path, "/v2/", 4))
+		;
+	else if (strstr(path, "/manifests/"))
 		s->manifest_requests++;
 	else if (strstr(path, "/blobs/"))
 		s->blob_requests++;

@@ -255,13 +255,17 @@ static char *next_link(const char *link)
 	return strndup(p, (size_t)(gt - p));
 }
 
-/* Fetch a paginated listing: @key names the JSON array in each page. */
+/* Fetch a paginated listing: @key names the JSON array in each page; names
+ * that fail @valid are dropped (they could not be paths, and are where a
+ * hostile registry would put its bulk). All pages together are capped at
+ * REG_LIST_BYTES_MAX. */
 static int list_pages(struct regclient *rc, const char *registry, const char *repo,
 		      const char *scope, const char *first, const char *key,
-		      struct strlist *out, struct reg_error *err)
+		      bool (*valid)(const char *), struct strlist *out, struct reg_error *err)
 {
 	struct strlist l = { 0 };
-	struct xfer x = { .cap = 8u << 20 };
+	struct xfer x = { 0 };
+	size_t total = 0;
 	char *path = NULL;
 	int ret = -ENOMEM;
 
@@ -278,9 +282,14 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 		json_t *root, *arr;
 		size_t count;
 
+		x.cap = REG_LIST_BYTES_MAX - total;
 		ret = do_routed(rc, &rq, rc->mirror_tags, 0, NULL, &x, err);
+		if (ret == -EFBIG)
+			snprintf(err->message, sizeof(err->message),
+				 "%s listing larger than %u bytes", key, REG_LIST_BYTES_MAX);
 		if (ret < 0)
 			goto out_free;
+		total += x.len;
 		root = json_loadb(x.buf ? x.buf : "", x.len, 0, NULL);
 		arr = json_object_get(root, key);
 		if (!root || (!json_is_array(arr) && !json_is_null(arr) && arr)) {
@@ -291,9 +300,12 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 		}
 		for (size_t i = 0; i < json_array_size(arr); i++) {
 			const char *s = json_string_value(json_array_get(arr, i));
-			if (!s)
+			if (!s || !valid(s))
 				continue;
 			ret = strlist_push(&l, s);
+			if (ret == -EFBIG)
+				snprintf(err->message, sizeof(err->message),
+					 "%s listing longer than %u names", key, REG_LIST_MAX);
 			if (ret < 0) {
 				json_decref(root);
 				goto out_free;
@@ -329,7 +341,7 @@ int regclient_list_tags(struct regclient *rc, const char *registry, const char *
 	int ret = -ENOMEM;
 
 	if (scope && asprintf(&path, "/v2/%s/tags/list", name) >= 0)
-		ret = list_pages(rc, registry, name, scope, path, "tags", out, err);
+		ret = list_pages(rc, registry, name, scope, path, "tags", ref_valid_tag, out, err);
 	else
 		path = NULL;
 	free(path);
@@ -343,7 +355,7 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, struct st
 {
 	/* Docker Hub names come back as library/x; the tree shows x too. */
 	return list_pages(rc, registry, NULL, "registry:catalog:*", "/v2/_catalog",
-			  "repositories", out, err);
+			  "repositories", ref_valid_repository, out, err);
 }
 
 int regclient_get_blob(struct regclient *rc, const char *registry, const char *repo,

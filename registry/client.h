@@ -32,13 +32,16 @@
 #ifndef OCIFS_CLIENT_H
 #define OCIFS_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
 
 #define REG_LIST_MAX 100000	/* tags or repositories in one listing */
-#define REG_ERRBODY_MAX 16384	/* bytes of an error body we keep */
+#define REG_LIST_BYTES_MAX (32u << 20)	/* bytes of all pages of one listing */
+#define REG_ERRBODY_MAX 16384	/* bytes of an error body we read */
+#define REG_MIN_RATE 1024	/* bytes/s: slower over -o timeout fails */
 
 struct reg_error {
 	long status;		/* HTTP status, 0 if no response */
@@ -111,12 +114,15 @@ int regclient_get_manifest(struct regclient *rc, const char *registry,
 int regclient_get_referrers(struct regclient *rc, const char *registry, const char *repo,
 			    const char *digest, struct reg_manifest *out, struct reg_error *err);
 
-/* GET /v2/<repo>/tags/list, following pagination. */
+/* GET /v2/<repo>/tags/list, following pagination. Names that are not
+ * valid tags are left out; more than REG_LIST_MAX names or
+ * REG_LIST_BYTES_MAX bytes of pages is -EFBIG. */
 int regclient_list_tags(struct regclient *rc, const char *registry,
 			const char *repo, struct strlist *out,
 			struct reg_error *err);
 
-/* GET /v2/_catalog, following pagination. */
+/* GET /v2/_catalog, following pagination; the same rules, for repository
+ * names. */
 int regclient_list_catalog(struct regclient *rc, const char *registry,
 			   struct strlist *out, struct reg_error *err);
 
@@ -140,6 +146,25 @@ int regclient_get_blob(struct regclient *rc, const char *registry,
 
 /* How many mirrors @registry has now (back-off aside). */
 unsigned regclient_mirror_count(struct regclient *rc, const char *registry);
+
+/* Cancelling requests (FUSE interrupts). Bind a struct reg_cancel to a
+ * thread with regclient_cancel_bind(); every request that thread makes
+ * then checks it before it starts, at least once a second while it
+ * transfers, and while it waits to retry: once @requested is set (from
+ * any thread, e.g. libfuse's interrupt callback) or @poll returns true
+ * (in the bound thread, e.g. a wrapper of fuse_interrupted()), the call
+ * returns -EINTR. A download shared by several readers (blobcache.h's
+ * single flight) ends for all of them: bind it only where the caller
+ * alone waits for the result, or let the others ask again. */
+struct reg_cancel {
+	atomic_bool requested;
+	bool (*poll)(void *arg);	/* may be NULL */
+	void *poll_arg;
+};
+
+/* Bind @c (NULL: none; borrowed until unbound) to the calling thread;
+ * returns the previous binding, to restore. */
+struct reg_cancel *regclient_cancel_bind(struct reg_cancel *c);
 
 /* The errno for an HTTP status and registry error code. */
 int reg_errno(long status, const char *code);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #define RETRY_AFTER_MAX 30	/* seconds we are willing to wait */
 #define RESUMES_MAX 32		/* resumed downloads per request */
 #define WWW_AUTH_MAX 8192	/* bytes of WWW-Authenticate we keep */
+#define REDIRECTS_MAX 5		/* redirects followed per attempt */
 #define PEM_MAX (1u << 20)	/* one CA file */
 
 static const char *const certs_dirs[] = { "/etc/docker/certs.d", "/etc/containers/certs.d" };
@@ -369,18 +371,51 @@ static int curl_errno(CURLcode c)
 }
 /* ---- one exchange ---- */
 
-/* curl's low-speed check averages over its window, so a transfer that
- * stops after some bytes fails only seconds later: fail it once nothing
- * arrived for the timeout, as the option promises. */
+/* The calling thread's cancellation (regclient_cancel_bind()). */
+static _Thread_local struct reg_cancel *bound_cancel;
+
+struct reg_cancel *regclient_cancel_bind(struct reg_cancel *c)
+{
+	struct reg_cancel *old = bound_cancel;
+
+	bound_cancel = c;
+	return old;
+}
+
+bool reg_cancel_requested(struct reg_cancel *c)
+{
+	return c && (atomic_load(&c->requested) || (c->poll && c->poll(c->poll_arg)));
+}
+
+/* Called at least once a second while a transfer runs. It is cancelled
+ * when asked to; it fails when the whole request (retries and resumes
+ * included, waits and token fetches not) has run longer than twice -o
+ * timeout plus REG_MIN_RATE's worth of the bytes it got, so that a
+ * trickle fails in about two timeouts (one stalled attempt may still be
+ * retried) while big downloads at any usable rate go on; and, because
+ * curl's low-speed check averages over its window, it fails once nothing
+ * arrived for the timeout. */
 static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
 	struct xfer *x = p;
 	struct timespec ts;
+	double elapsed;
 
 	(void)dltotal;
 	(void)ultotal;
+	if (reg_cancel_requested(x->cancel)) {
+		x->cancelled = true;
+		return 1;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	elapsed = (double)(ts.tv_sec - x->started.tv_sec) +
+		  (double)(ts.tv_nsec - x->started.tv_nsec) / 1e9;
+	if (elapsed > 2.0 * (double)x->stall_limit + x->budget_extra +
+			      (double)x->received / REG_MIN_RATE) {
+		x->over_budget = true;
+		return 1;
+	}
 	if (dlnow != x->seen || ulnow) {
 		x->seen = dlnow;
 		x->seen_at = ts;
@@ -404,6 +439,8 @@ void xfer_reset(struct xfer *x)
 	x->range_start = -1;
 	x->sink_err = 0;
 	x->body_started = x->range_bad = x->progress = false;
+	x->errbody_full = false;
+	x->attempt_bytes = 0;
 }
 
 /* The first byte of a 2xx body (or its end, when empty): decide whether
@@ -435,6 +472,8 @@ static size_t on_body(char *data, size_t sz, size_t nm, void *p)
 
 	if (x->status == 0)
 		curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
+	x->received += n;
+	x->attempt_bytes += n;
 	if (x->sink && x->status >= 200 && x->status < 300) {
 		if (!x->body_started && body_begin(x) < 0)
 			return 0;
@@ -450,9 +489,10 @@ static size_t on_body(char *data, size_t sz, size_t nm, void *p)
 		x->too_big = true;
 		if (x->status >= 200 && x->status < 300)
 			return 0;	/* abort: a success body we cannot hold */
-		n = cap - x->len;	/* error body: keep the head */
-		if (n == 0)
-			return sz * nm;
+		/* An error body: keep its head and stop reading (it may never
+		 * end); the attempt is judged by its status. */
+		n = cap - x->len;
+		x->errbody_full = true;
 	}
 	char *b = realloc(x->buf, x->len + n + 1);
 	if (!b)
@@ -461,7 +501,7 @@ static size_t on_body(char *data, size_t sz, size_t nm, void *p)
 	memcpy(x->buf + x->len, data, n);
 	x->len += n;
 	x->buf[x->len] = '\0';
-	return sz * nm;
+	return x->errbody_full ? 0 : sz * nm;
 }
 
 static char *header_value(const char *line, size_t n, const char *name)
@@ -582,25 +622,6 @@ static bool retryable_curl(CURLcode c)
 	       c == CURLE_HTTP2 || c == CURLE_HTTP2_STREAM;
 }
 
-static void backoff(unsigned attempt, long retry_after)
-{
-	struct timespec ts;
-	long ms;
-
-	if (retry_after >= 0) {
-		ms = (retry_after > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : retry_after) * 1000;
-	} else {
-		/* 100 ms, 200 ms, 400 ms ... capped at 5 s, plus up to 50 % jitter. */
-		ms = 100L << (attempt > 6 ? 6 : attempt);
-		if (ms > 5000)
-			ms = 5000;
-		ms += rand() % (ms / 2 + 1);
-	}
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (ms % 1000) * 1000000L;
-	nanosleep(&ts, NULL);
-}
-
 /* Loopback registries are plain HTTP nearly always (DESIGN): ask in plain
  * HTTP first there; elsewhere (-o insecure) TLS comes first. */
 static bool plain_first(const struct host *h, enum scheme scheme)
@@ -648,70 +669,88 @@ char *url_authority(const char *url)
 	return s;
 }
 
-/* Report an exchange to the trace callback. A redirect target's query is
+/* Report one exchange to the trace callback. A redirect target's query is
  * left out: presigned storage URLs carry their signature there. */
-static void trace(struct transport *tp, const struct req *rq, CURL *h, const char *url,
+static void trace(struct transport *tp, const struct req *rq, const char *url, bool redirected,
 		  long status, const struct timespec *t0, const struct timespec *t1)
 {
-	char *eff = NULL, *cut = NULL;
+	char *cut = NULL;
 	const char *q;
 
-	curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &eff);
-	if (!eff)
-		eff = (char *)url;
-	if (strcmp(eff, url) && (q = strchr(eff, '?')) &&
-	    asprintf(&cut, "%.*s?...", (int)(q - eff), eff) < 0)
+	if (redirected && (q = strchr(url, '?')) &&
+	    asprintf(&cut, "%.*s?...", (int)(q - url), url) < 0)
 		cut = NULL;
-	tp->trace(tp->trace_arg, rq->method ? rq->method : "GET", cut ? cut : eff, status,
+	tp->trace(tp->trace_arg, rq->method ? rq->method : "GET", cut ? cut : url, status,
 		  (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9);
 	free(cut);
 }
 
-/* Perform one request with retries and, for registries, one answer to an
- * auth challenge. On 2xx returns 0 with @x holding the body (unless
- * streamed) and headers; otherwise -errno with @err filled. */
-int transport_request(struct transport *tp, const struct req *rq, struct xfer *x,
-		      struct reg_error *err)
+static bool is_redirect(long s)
 {
-	char errbuf[CURL_ERROR_SIZE];
-	char range[32];
-	char *authority = NULL, *auth = NULL, *url = NULL;
-	struct auth_who who = { 0 };
-	bool answered = false;
-	unsigned failures = 0, resumes = 0;
-	struct host *host;
-	CURL *h;
-	int ret = -ENOMEM;
+	return s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
+}
 
-	memset(err, 0, sizeof(*err));
-	authority = rq->url ? url_authority(rq->url) :
-			      strdup(ref_registry_endpoint(rq->registry));
-	if (!authority) {
-		snprintf(err->message, sizeof(err->message), "malformed URL");
-		return rq->url ? -EINVAL : -ENOMEM;
+/* Sleep @ms, in slices, returning early (-EINTR) when the request is
+ * cancelled. */
+static int sleep_ms(const struct xfer *x, long ms)
+{
+	while (ms > 0) {
+		long slice = ms > 100 ? 100 : ms;
+		struct timespec ts = { 0, slice * 1000000L };
+
+		if (reg_cancel_requested(x->cancel))
+			return -EINTR;
+		nanosleep(&ts, NULL);
+		ms -= slice;
 	}
-	host = host_get(tp, authority, rq->registry);
-	if (!host)
-		goto out_free;
-	if (rq->authn && (ret = rq->authn->cached(rq->authn->arg, rq, &auth, &who, err)) < 0)
-		goto out_free;
-	ret = -ENOMEM;
-	h = curl_easy_init();
-	if (!h)
-		goto out_free;
-	x->h = h;
+	return reg_cancel_requested(x->cancel) ? -EINTR : 0;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Wait before retry @attempt: Retry-After when the server said so, else
+ * exponential backoff. Waiting is not held against the budget. */
+static int backoff(struct xfer *x, unsigned attempt, long retry_after)
+{
+	struct timespec t0;
+	long ms;
+	int ret;
+
+	if (retry_after >= 0) {
+		ms = (retry_after > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : retry_after) * 1000;
+	} else {
+		/* 100 ms, 200 ms, 400 ms ... capped at 5 s, plus up to 50 % jitter. */
+		ms = 100L << (attempt > 6 ? 6 : attempt);
+		if (ms > 5000)
+			ms = 5000;
+		ms += rand() % (ms / 2 + 1);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ret = sleep_ms(x, ms);
+	x->budget_extra += seconds_since(&t0);
+	return ret;
+}
+
+static void handle_setup(struct transport *tp, CURL *h, const struct req *rq, struct xfer *x,
+			 char *errbuf)
+{
 	curl_easy_setopt(h, CURLOPT_SHARE, tp->share);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-	/* Never CURLOPT_UNRESTRICTED_AUTH: Authorization stays with its host. */
+	/* Redirects are followed by transport_request(), which gives each
+	 * host its own TLS settings and Authorization only to the origin. */
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "ocifs/" OCIFS_VERSION);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, tp->timeout);
-	/* A stalled transfer fails instead of hanging a FUSE call. */
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	/* Slower than REG_MIN_RATE over -o timeout fails the attempt. */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, (long)REG_MIN_RATE);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, tp->timeout);
 	x->stall_limit = tp->timeout;
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -728,24 +767,147 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(rq->body));
 	}
-	tls_setup(h, host);
+}
+
+/* Where the next attempt goes: the origin (a registry endpoint or a token
+ * realm), or a redirect target. */
+struct target {
+	char *url;		/* redirect target, NULL: the origin */
+	struct host *host;	/* its host entry */
+	unsigned hops;		/* redirects followed */
+	bool post_to_get;	/* a 301/302/303 made a POST a GET */
+};
+
+/* The scheme probe of loopback and insecure registries, after an attempt
+ * at the origin while its scheme is unknown. Returns true when the
+ * attempt is to be made again (in the other scheme). */
+static bool probe_scheme(struct transport *tp, struct host *host, enum scheme scheme,
+			 bool *try_tls, CURLcode cc, const struct xfer *x, const char *errbuf)
+{
+	bool plain = plain_first(host, scheme) && !*try_tls;
+	enum scheme found = SCHEME_UNKNOWN;
+	bool again = false;
+
+	if (plain) {
+		/* A TLS server asked in plain HTTP says 400 "... HTTPS ..."
+		 * (Go, nginx): TLS from now on. Or it hangs up, which a plain
+		 * server may do once too: try TLS for this attempt only, and
+		 * let that decide. */
+		if (cc == CURLE_OK && x->status == 400 && x->buf && strcasestr(x->buf, "https"))
+			found = SCHEME_HTTPS, again = true;
+		else if (cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR)
+			*try_tls = again = true;
+		else if (x->status > 0)
+			found = SCHEME_HTTP;
+	} else {
+		/* A handshake that failed without a TLS alert from the server
+		 * ("wrong version number": it answered in plain HTTP) means
+		 * plain HTTP. */
+		bool is_plain = cc == CURLE_SSL_CONNECT_ERROR && !strstr(errbuf, "alert");
+		if (is_plain)
+			found = SCHEME_HTTP, again = true;
+		else if (x->status > 0)
+			found = SCHEME_HTTPS;
+		*try_tls = false;
+	}
+	if (found != SCHEME_UNKNOWN) {
+		pthread_mutex_lock(&tp->lock);
+		host->scheme = found;
+		pthread_mutex_unlock(&tp->lock);
+	}
+	return again;
+}
+
+/* Why an attempt that did not complete failed, into @err; its errno. */
+static int transfer_error(struct transport *tp, const struct xfer *x, CURLcode cc,
+			  const char *authority, const char *errbuf, struct reg_error *err)
+{
+	err->status = 0;
+	if (x->cancelled) {
+		snprintf(err->message, sizeof(err->message), "cancelled");
+		return -EINTR;
+	}
+	if (x->over_budget) {
+		/* It answers, only too slowly: not a registry that is down. */
+		err->status = x->status;
+		snprintf(err->message, sizeof(err->message),
+			 "too slow: less than %d bytes/s after %ld s", REG_MIN_RATE, tp->timeout);
+		return -ETIMEDOUT;
+	}
+	if (cc == CURLE_PEER_FAILED_VERIFICATION)
+		snprintf(err->message, sizeof(err->message),
+			 "TLS certificate of %s not trusted (%s); see -o cafile= and -o insecure=",
+			 authority, errbuf[0] ? errbuf : "");
+	else if (cc == CURLE_ABORTED_BY_CALLBACK)
+		snprintf(err->message, sizeof(err->message), "no data for %ld s (stalled)",
+			 tp->timeout);
+	else
+		snprintf(err->message, sizeof(err->message), "%s",
+			 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	return curl_errno(cc);
+}
+
+int transport_request(struct transport *tp, const struct req *rq, struct xfer *x,
+		      struct reg_error *err)
+{
+	char errbuf[CURL_ERROR_SIZE];
+	char range[32];
+	char *authority = NULL, *auth = NULL, *url = NULL;
+	struct auth_who who = { 0 };
+	struct target to = { 0 };
+	bool answered = false, try_tls = false;
+	unsigned failures = 0, resumes = 0;
+	struct host *host;
+	CURL *h;
+	int ret = -ENOMEM;
+
+	memset(err, 0, sizeof(*err));
+	x->cancel = bound_cancel;
+	x->received = 0;
+	x->budget_extra = 0;
+	authority = rq->url ? url_authority(rq->url) :
+			      strdup(ref_registry_endpoint(rq->registry));
+	if (!authority) {
+		snprintf(err->message, sizeof(err->message), "malformed URL");
+		return rq->url ? -EINVAL : -ENOMEM;
+	}
+	host = host_get(tp, authority, rq->registry);
+	if (!host)
+		goto out_free;
+	if (rq->authn && (ret = rq->authn->cached(rq->authn->arg, rq, &auth, &who, err)) < 0)
+		goto out_free;
+	clock_gettime(CLOCK_MONOTONIC, &x->started);	/* token fetches not counted */
+	ret = -ENOMEM;
+	h = curl_easy_init();
+	if (!h)
+		goto out_free;
+	x->h = h;
+	handle_setup(tp, h, rq, x, errbuf);
 
 	for (;;) {
 		struct curl_slist *hdrs = NULL, *l;
 		const char *a = rq->auth ? rq->auth : auth;
+		struct host *th = to.url ? to.host : host;
 		struct timespec t0, t1;
 		enum scheme scheme;
-		char *line = NULL;
+		char *line = NULL, *next;
 		CURLcode cc;
 
+		if (reg_cancel_requested(x->cancel)) {
+			snprintf(err->message, sizeof(err->message), "cancelled");
+			ret = -EINTR;
+			break;
+		}
 		pthread_mutex_lock(&tp->lock);
 		scheme = host->scheme;
 		pthread_mutex_unlock(&tp->lock);
 		free(url);
 		url = NULL;
 		ret = -ENOMEM;
-		if (rq->url ? !(url = strdup(rq->url)) :
-			      asprintf(&url, "%s://%s%s", plain_first(host, scheme) ? "http" : "https",
+		if (to.url ? !(url = strdup(to.url)) :
+		    rq->url ? !(url = strdup(rq->url)) :
+			      asprintf(&url, "%s://%s%s",
+				       plain_first(host, scheme) && !try_tls ? "http" : "https",
 				       authority, rq->path) < 0) {
 			url = NULL;
 			break;
@@ -755,7 +917,9 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 			hdrs = l ? l : hdrs;
 			free(line);
 		}
-		if (a && asprintf(&line, "Authorization: %s", a) >= 0) {
+		/* Authorization only for the origin's host:port, never for a
+		 * host a redirect leads to. */
+		if (a && th == host && asprintf(&line, "Authorization: %s", a) >= 0) {
 			l = curl_slist_append(hdrs, line);
 			hdrs = l ? l : hdrs;
 			free_secret(line);
@@ -767,6 +931,12 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 		curl_easy_setopt(h, CURLOPT_RANGE, x->resume_from ? range : NULL);
 		curl_easy_setopt(h, CURLOPT_URL, url);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		/* 303, and 301/302 of a POST, become a GET (as browsers do). */
+		if (rq->body && !(to.url && to.post_to_get))
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+		else
+			curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		tls_setup(h, th);
 		errbuf[0] = '\0';
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		x->seen = 0;
@@ -776,37 +946,14 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 		curl_slist_free_all(hdrs);
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
+		if (cc == CURLE_WRITE_ERROR && x->errbody_full)
+			cc = CURLE_OK;	/* an error body cut at REG_ERRBODY_MAX */
 		if (tp->trace)
-			trace(tp, rq, h, url, x->status, &t0, &t1);
-		/* Loopback and insecure registries may not speak TLS at all: a
-		 * handshake that failed without a TLS alert from the server
-		 * ("wrong version number": it answered in plain HTTP) means
-		 * plain HTTP, for this host, from now on. */
-		if (scheme == SCHEME_UNKNOWN && !rq->url && plain_first(host, scheme)) {
-			/* A TLS server asked in plain HTTP hangs up or says 400
-			 * "... HTTPS ..." (Go, nginx): use TLS from now on. */
-			bool tls = cc == CURLE_GOT_NOTHING || cc == CURLE_RECV_ERROR ||
-				   (cc == CURLE_OK && x->status == 400 && x->buf &&
-				    strcasestr(x->buf, "https"));
-			pthread_mutex_lock(&tp->lock);
-			if (tls)
-				host->scheme = SCHEME_HTTPS;
-			else if (x->status > 0)
-				host->scheme = SCHEME_HTTP;
-			pthread_mutex_unlock(&tp->lock);
-			if (tls)
-				continue;
-		} else if (scheme == SCHEME_UNKNOWN && !rq->url) {
-			bool plain = cc == CURLE_SSL_CONNECT_ERROR && !strstr(errbuf, "alert");
-			pthread_mutex_lock(&tp->lock);
-			if (plain)
-				host->scheme = SCHEME_HTTP;
-			else if (x->status > 0)
-				host->scheme = SCHEME_HTTPS;
-			pthread_mutex_unlock(&tp->lock);
-			if (plain)
-				continue;
-		}
+			trace(tp, rq, url, to.url != NULL, x->status, &t0, &t1);
+		if (scheme == SCHEME_UNKNOWN && !rq->url && !to.url &&
+		    probe_scheme(tp, host, scheme, &try_tls, cc, x, errbuf))
+			continue;
+		try_tls = false;
 		if (x->sink_err) {
 			ret = x->sink_err;
 			snprintf(err->message, sizeof(err->message), "local write failed: %s",
@@ -819,14 +966,41 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 				ret = x->sink_err ? x->sink_err : -EIO;
 			break;
 		}
+		if (cc == CURLE_OK && is_redirect(x->status) &&
+		    curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next) == CURLE_OK && next) {
+			char *ta;
+			if (++to.hops > REDIRECTS_MAX) {
+				snprintf(err->message, sizeof(err->message),
+					 "more than %d redirects (last to %.300s)", REDIRECTS_MAX,
+					 next);
+				err->status = x->status;
+				ret = -ELOOP;
+				break;
+			}
+			to.post_to_get = to.post_to_get || x->status == 303 ||
+					 x->status == 301 || x->status == 302;
+			free(to.url);
+			ret = -ENOMEM;
+			if (!(to.url = strdup(next)) || !(ta = url_authority(next)))
+				break;
+			/* The target gets its own TLS trust: -o insecure and
+			 * client certificates are for the hosts they name. */
+			to.host = strcasecmp(ta, authority) ? host_get(tp, ta, NULL) : host;
+			free(ta);
+			if (!to.host)
+				break;
+			continue;
+		}
 		if (cc == CURLE_WRITE_ERROR && x->too_big) {
 			ret = -EFBIG;
 			snprintf(err->message, sizeof(err->message), "response larger than %zu bytes",
 				 x->cap);
 			break;
 		}
-		if (x->progress && resumes < RESUMES_MAX) {
-			/* The transfer moved: count failures in a row from here. */
+		/* The transfer moved, at no less than the minimum rate: count
+		 * failures in a row from here. */
+		if (x->progress && resumes < RESUMES_MAX &&
+		    x->attempt_bytes >= REG_MIN_RATE * (uint64_t)(t1.tv_sec - t0.tv_sec)) {
 			resumes++;
 			failures = 0;
 		}
@@ -836,19 +1010,8 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 				 "server answered a Range request with another range");
 			ret = -EIO;
 		} else if (cc != CURLE_OK) {
-			err->status = 0;
-			if (cc == CURLE_PEER_FAILED_VERIFICATION)
-				snprintf(err->message, sizeof(err->message),
-					 "TLS certificate of %s not trusted (%s); see -o cafile= "
-					 "and -o insecure=", authority, errbuf[0] ? errbuf : "");
-			else if (cc == CURLE_ABORTED_BY_CALLBACK)
-				snprintf(err->message, sizeof(err->message),
-					 "no data for %ld s (stalled)", tp->timeout);
-			else
-				snprintf(err->message, sizeof(err->message), "%s",
-					 errbuf[0] ? errbuf : curl_easy_strerror(cc));
-			ret = curl_errno(cc);
-			if (!retryable_curl(cc))
+			ret = transfer_error(tp, x, cc, th->name, errbuf, err);
+			if (ret == -EINTR || x->over_budget || !retryable_curl(cc))
 				break;
 		} else if (x->status == 416 && x->resume_from) {
 			/* Our range is not what the server has: fetch it whole. */
@@ -861,18 +1024,21 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 			if (!err->message[0])
 				snprintf(err->message, sizeof(err->message), "HTTP %ld", x->status);
 			ret = reg_errno(x->status, err->code);
-			if (x->status == 401 && rq->authn && !answered) {
-				char *next = NULL;
+			if (x->status == 401 && rq->authn && !answered && th == host) {
+				char *fresh = NULL;
+				struct timespec ta;
 				answered = true;
-				ret = rq->authn->answer(rq->authn->arg, rq, x->www_auth, auth, &next,
+				clock_gettime(CLOCK_MONOTONIC, &ta);
+				ret = rq->authn->answer(rq->authn->arg, rq, x->www_auth, auth, &fresh,
 							&who, err);
+				x->budget_extra += seconds_since(&ta);
 				if (ret < 0)
 					break;
 				free_secret(auth);
-				auth = next;
+				auth = fresh;
 				continue;
 			}
-			if ((x->status == 401 || x->status == 403) && rq->authn) {
+			if ((x->status == 401 || x->status == 403) && rq->authn && th == host) {
 				who.creds = who.creds && auth;
 				rq->authn->denied(rq, x->status, &who, err);
 				ret = -EACCES;
@@ -888,16 +1054,28 @@ int transport_request(struct transport *tp, const struct req *rq, struct xfer *x
 					 " (gave up after %u retries)", tp->retries);
 			break;
 		}
-		backoff(failures++, cc == CURLE_OK ? x->retry_after : -1);
+		/* A retry starts at the origin: a redirect target (a presigned
+		 * URL) may be what failed, or may have expired. */
+		free(to.url);
+		to.url = NULL;
+		to.hops = 0;
+		if (backoff(x, failures++, cc == CURLE_OK ? x->retry_after : -1) < 0) {
+			ret = -EINTR;
+			snprintf(err->message, sizeof(err->message), "cancelled");
+			break;
+		}
 	}
 	curl_easy_cleanup(h);
 	x->h = NULL;
 out_free:
+	free(to.url);
 	free(url);
 	free_secret(auth);
 	free(authority);
 	return ret;
 }
+
+/* Percent-encode @s for a query or form value. Caller frees. */
 char *url_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";

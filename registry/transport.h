@@ -89,6 +89,15 @@ struct xfer {
 	curl_off_t seen;
 	struct timespec seen_at;
 	long stall_limit;	/* seconds */
+	/* The request's budget (on_progress): when it started, body bytes
+	 * of all its attempts, seconds of Retry-After waits; this attempt's
+	 * bytes. */
+	struct timespec started;
+	uint64_t received, attempt_bytes;
+	double budget_extra;
+	bool over_budget, cancelled;
+	bool errbody_full;	/* an error body reached REG_ERRBODY_MAX */
+	struct reg_cancel *cancel;	/* the caller's, or NULL */
 };
 
 /* NULL on ENOMEM or when curl cannot be set up. */
@@ -116,6 +125,9 @@ char *url_authority(const char *url);
 
 /* Percent-encode @s for a query or form value. Caller frees. */
 char *url_escape(const char *s);
+
+/* Whether @c (may be NULL) asks to stop. */
+bool reg_cancel_requested(struct reg_cancel *c);
 
 /* Monotonic seconds. */
 time_t now_mono(void);
