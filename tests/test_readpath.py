@@ -89,14 +89,14 @@ def test_cached_blob_in_a_new_mount_reads_whole(mount_factory, registry, big, tm
     assert registry.count("GET", r".*/blobs/.*", since=before) == 0
 
 
-def test_passthrough_serves_without_the_daemon(mount_factory, registry, big, ocifs_bin):
-    """Where passthrough is compiled in and usable, the daemon sees none of
-    the reads, and opens of one path at once share one backing file (the
-    kernel fails a second open of an inode with another one)."""
-    if not passthrough_compiled(ocifs_bin):
-        pytest.skip("libfuse without passthrough (needs 3.17): reads go through the daemon")
-    if os.geteuid() != 0 or not kernel_at_least(6, 9):
-        pytest.skip("passthrough needs kernel >= 6.9 and CAP_SYS_ADMIN")
+def test_concurrent_opens_passthrough_or_daemon(mount_factory, registry, big, ocifs_bin):
+    """Opens of one path at once all read the verified bytes. Where
+    passthrough is compiled in and usable, the daemon sees none of the
+    reads, and the opens share one backing file (the kernel fails a second
+    open of an inode with another one); elsewhere (libfuse < 3.17, as on
+    Debian bookworm) every byte goes through the daemon and is counted."""
+    passthrough = (passthrough_compiled(ocifs_bin) and os.geteuid() == 0
+                   and kernel_at_least(6, 9))
     m = mount_factory(opts=["registry=" + registry.host])
     p = os.path.join(m.path, big)
     got = []
@@ -113,4 +113,10 @@ def test_passthrough_serves_without_the_daemon(mount_factory, registry, big, oci
             t.join(60)
         assert hashlib.sha256(held.read()).hexdigest() == BIG_HEX
     assert got == [BIG_HEX] * 4
-    assert stats(m)["bytes_served_from_cache"] == 0
+    served = stats(m)["bytes_served_from_cache"]
+    if passthrough:
+        assert served == 0
+    else:
+        # keep_cache lets the kernel serve later opens from its page
+        # cache: at least one full read came through the daemon
+        assert served >= len(BIG)
