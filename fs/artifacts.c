@@ -425,6 +425,21 @@ out_free:
 	return ret;
 }
 
+/* The platform-suffixed tag to try for @tag ("0.0.1" ->
+ * "0.0.1-linux-amd64"), if any. Only version-like tags are split per
+ * platform; this spares a probe per namespace level ("acme" in
+ * acme/tools/cli). */
+static bool platform_alt_tag(const struct tree *t, const char *tag, char *alt, size_t len)
+{
+	if (platform_in_name(tag, NULL))
+		return false;
+	if (!(isdigit((unsigned char)tag[0]) ||
+	      (tag[0] == 'v' && isdigit((unsigned char)tag[1])) || !strcmp(tag, "latest")))
+		return false;
+	snprintf(alt, len, "%s-%s-%s", tag, t->platform.os, t->platform.arch);
+	return ref_valid_tag(alt);
+}
+
 int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
 				    const char *tag, struct artifact **out, bool *repo_exists)
 {
@@ -432,17 +447,27 @@ int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char 
 	bool exists = false;
 	int ret = artifact_by_tag(t, reg, repo, tag, out, repo_exists);
 
-	if (ret != 0 || !*repo_exists || platform_in_name(tag, NULL))
+	if (ret != 0 || !*repo_exists || !platform_alt_tag(t, tag, alt, sizeof(alt)))
 		return ret;
-	/* Only version-like tags are split per platform; this spares a probe
-	 * per namespace level ("acme" in acme/tools/cli). */
-	if (!(isdigit((unsigned char)tag[0]) ||
-	      (tag[0] == 'v' && isdigit((unsigned char)tag[1])) || !strcmp(tag, "latest")))
-		return 0;
-	snprintf(alt, sizeof(alt), "%s-%s-%s", tag, t->platform.os, t->platform.arch);
-	if (!ref_valid_tag(alt))
-		return 0;
 	return artifact_by_tag(t, reg, repo, alt, out, &exists);
+}
+
+int artifact_known(struct tree *t, const char *reg, const char *repo, const char *ref)
+{
+	char alt[REF_TAG_MAX + 64], *d = NULL;
+	bool exists = false;
+	int ret;
+
+	if (!strncmp(ref, "sha256:", 7))
+		return artifact_find(t, reg, repo, ref) ? 1 : -EAGAIN;
+	ret = tags_lookup(t, reg, repo, ref, &d, &exists);
+	if (ret == 1 && !d && exists && platform_alt_tag(t, ref, alt, sizeof(alt)))
+		ret = tags_lookup(t, reg, repo, alt, &d, &exists);
+	if (ret < 0)
+		return ret;
+	ret = ret == 1 ? d != NULL : -EAGAIN;
+	free(d);
+	return ret;
 }
 
 bool artifact_fallback_known(struct tree *t, struct artifact *a, int *err, char *out,

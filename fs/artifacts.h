@@ -48,6 +48,10 @@ int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char 
  * (borrowed, valid for the tree's life), or -errno. */
 int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out);
 
+/* What the caches say of repo:ref (tag or digest) without asking: 1 an
+ * artifact, 0 not one, -EAGAIN unknown. */
+int artifact_known(struct tree *t, const char *reg, const char *repo, const char *ref);
+
 /* The fallback's outcome when known: true, with *err and (on 0) @out. */
 bool artifact_fallback_known(struct tree *t, struct artifact *a, int *err, char *out,
 			     size_t len);

@@ -23,7 +23,8 @@ struct tagent {
 	time_t warned;		/* last "using cached" warning */
 };
 
-/* A catalog (repo NULL) or tag list, with the error it gave. */
+/* A catalog (repo NULL) or tag list, with the error it gave. The names
+ * are sorted (strcmp) so that lookups are binary searches. */
 struct listent {
 	struct listent *next;
 	char *registry, *repo;
@@ -159,6 +160,51 @@ bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
 
 /* ---- listings ---- */
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The first name in sorted @l not below @key. */
+static size_t lower_bound(const struct strlist *l, const char *key)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(l->v[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Is @name in sorted @l (1), a prefix of names in it ("name/...", 2), or
+ * neither (0)? */
+static int sorted_kind(const struct strlist *l, const char *name)
+{
+	size_t n = strlen(name), i = lower_bound(l, name);
+
+	if (i < l->n && !strcmp(l->v[i], name))
+		return 1;
+	for (; i < l->n && !strncmp(l->v[i], name, n); i++)
+		if (l->v[i][n] == '/')
+			return 2;
+		else if (l->v[i][n] > '/')
+			break;
+	return 0;
+}
+
+/* Say once, when a listing becomes refused, who refused it and why. */
+static void log_refused(const char *reg, const char *repo, const struct reg_error *err)
+{
+	log_msg(LOG_ERR, "%s: %s%s refused (HTTP %ld%s%s%s%s%s)", reg,
+		repo ? "the tag list of " : "the catalog", repo ? repo : "", err->status,
+		err->message[0] ? ": " : "", err->message, err->code[0] ? " (" : "", err->code,
+		err->code[0] ? ")" : "");
+}
+
 /* dc->lock held. */
 static struct listent *list_find(struct dircache *dc, const char *reg, const char *repo)
 {
@@ -168,40 +214,25 @@ static struct listent *list_find(struct dircache *dc, const char *reg, const cha
 	return NULL;
 }
 
-int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
-	    struct strlist *out)
+/* Hold a listing: a fresh one (fetched when @fetch), or the last one
+ * seen when the registry cannot be reached. 0 when one is held (its own
+ * error may be a refusal), -EAGAIN when none is and !@fetch, or -errno. */
+static int listing_hold(struct tree *t, const char *reg, const char *repo, bool fetch)
 {
 	struct dircache *dc = t->dc;
 	struct listent *e;
 	struct strlist l = { 0 };
 	struct reg_error err;
+	bool held, said = false;
 	int ret;
 
 	pthread_mutex_lock(&dc->lock);
 	e = list_find(dc, reg, repo);
-	if (e && (tree_fresh(t, e->at) || !fetch)) {
-		ret = e->err;
-		for (size_t i = 0; ret == 0 && i < e->l.n; i++) {
-			char **v = realloc(l.v, (l.n + 1) * sizeof(*v));
-			if (!v || !(v[l.n] = strdup(e->l.v[i]))) {
-				if (v)
-					l.v = v;
-				ret = -ENOMEM;
-				break;
-			}
-			l.v = v;
-			l.n++;
-		}
-		pthread_mutex_unlock(&dc->lock);
-		if (ret < 0)
-			strlist_release(&l);
-		else
-			*out = l;
-		return ret;
-	}
+	held = e != NULL;
+	ret = e && (tree_fresh(t, e->at) || !fetch) ? 0 : -EAGAIN;
 	pthread_mutex_unlock(&dc->lock);
-	if (!fetch)
-		return -EAGAIN;
+	if (ret == 0 || !fetch)
+		return ret;
 
 	int gated = reg_gate(t, reg, &err);
 	ret = gated;
@@ -212,14 +243,14 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 	}
 	/* Another user's request: the last listing, or nothing; never stored. */
 	if (ret < 0 && reg_not_shared(&err))
-		return e ? listing(t, reg, repo, false, out) : ret;
+		return held ? 0 : ret;
 	if (ret < 0 && ret != -ENOENT && ret != -EACCES) {
 		/* Unreachable: the last listing seen beats an error. */
-		if (e) {
+		if (held) {
 			if (!gated)
 				log_msg(LOG_WARNING, "%s%s%s: listing failed (%s); showing the last one",
 					reg, repo ? "/" : "", repo ? repo : "", err.message);
-			return listing(t, reg, repo, false, out);
+			return 0;
 		}
 		char what[1600];
 		snprintf(what, sizeof(what), "%s%s%s", reg, repo ? "/" : "/_catalog",
@@ -227,6 +258,7 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 		log_reg_error(what, &err, ret);
 		return ret;
 	}
+	qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 	pthread_mutex_lock(&dc->lock);
 	e = list_find(dc, reg, repo);
 	if (!e) {
@@ -239,6 +271,8 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 			free(e);
 			e = NULL;
 		}
+	} else if (ret == -EACCES && e->err == -EACCES) {
+		said = true;	/* refused before: logged then */
 	}
 	if (e) {
 		strlist_release(&e->l);
@@ -251,27 +285,69 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 		}
 	}
 	pthread_mutex_unlock(&dc->lock);
+	if (ret == -EACCES && !said)
+		log_refused(reg, repo, &err);
 	strlist_release(&l);
-	return listing(t, reg, repo, false, out);
+	return e ? 0 : -ENOMEM;
+}
+
+int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
+	    struct strlist *out)
+{
+	struct dircache *dc = t->dc;
+	struct strlist l = { 0 };
+	struct listent *e;
+	int ret = listing_hold(t, reg, repo, fetch);
+
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&dc->lock);
+	e = list_find(dc, reg, repo);
+	ret = e ? e->err : -EAGAIN;
+	if (ret == 0 && e->l.n) {
+		l.v = malloc(e->l.n * sizeof(*l.v));
+		ret = l.v ? 0 : -ENOMEM;
+	}
+	for (size_t i = 0; ret == 0 && i < e->l.n; i++) {
+		if (!(l.v[i] = strdup(e->l.v[i])))
+			ret = -ENOMEM;
+		else
+			l.n++;
+	}
+	pthread_mutex_unlock(&dc->lock);
+	if (ret < 0)
+		strlist_release(&l);
+	else
+		*out = l;
+	return ret;
+}
+
+int listing_has(struct tree *t, const char *reg, const char *repo, const char *name)
+{
+	struct dircache *dc = t->dc;
+	struct listent *e;
+	int ret = -EAGAIN;
+
+	pthread_mutex_lock(&dc->lock);
+	e = list_find(dc, reg, repo);
+	if (e && e->err == 0 && tree_fresh(t, e->at))
+		ret = sorted_kind(&e->l, name) == 1;
+	pthread_mutex_unlock(&dc->lock);
+	return ret;
 }
 
 int catalog_kind(struct tree *t, const char *reg, const char *name, bool fetch)
 {
-	struct strlist cat = { 0 };
-	size_t n = strlen(name);
-	int ret = listing(t, reg, NULL, fetch, &cat);
+	struct dircache *dc = t->dc;
+	struct listent *e;
+	int ret = listing_hold(t, reg, NULL, fetch);
 
 	if (ret < 0)
 		return ret;
-	for (size_t i = 0; i < cat.n; i++) {
-		if (!strcmp(cat.v[i], name)) {
-			ret = 1;
-			break;
-		}
-		if (!strncmp(cat.v[i], name, n) && cat.v[i][n] == '/')
-			ret = 2;
-	}
-	strlist_release(&cat);
+	pthread_mutex_lock(&dc->lock);
+	e = list_find(dc, reg, NULL);
+	ret = !e ? -EAGAIN : e->err ? e->err : sorted_kind(&e->l, name);
+	pthread_mutex_unlock(&dc->lock);
 	return ret;
 }
 

@@ -27,11 +27,16 @@ void tags_store(struct tree *t, const char *reg, const char *repo, const char *t
 bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
 			    const char *tag);
 
-/* The catalog (@repo NULL) or a tag list: the one held, else (@fetch)
- * from the registry. On success *out is a copy the caller releases;
- * -EAGAIN when none is held and !@fetch. */
+/* The catalog (@repo NULL) or a tag list, sorted: the one held, else
+ * (@fetch) from the registry. On success *out is a copy the caller
+ * releases; -EAGAIN when none is held and !@fetch. A refusal (401/403)
+ * is -EACCES, logged once (registry, listing, reason) when it starts. */
 int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 	    struct strlist *out);
+
+/* Does the fresh listing held for @repo (NULL: the catalog) have @name
+ * (1) or not (0)? -EAGAIN when none is held fresh. Asks nothing. */
+int listing_has(struct tree *t, const char *reg, const char *repo, const char *name);
 
 /* With a catalog at hand: is @name a repository (1) or a namespace above
  * one (2), or neither (0)? -errno when no catalog is available. */

@@ -158,7 +158,7 @@ int tree_open(struct tree *t, const char *path, struct tree_file **out)
 	if (!f)
 		return -ENOMEM;
 	f->fd = -1;
-	ret = target_new(t, path, &g);
+	ret = target_new(t, path, 0, &g);
 	if (ret == 0) {
 		ret = do_open(t, g, f);
 		free(g);

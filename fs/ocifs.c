@@ -205,53 +205,66 @@ static int oc_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	return ret;
 }
 
-struct fill_ctx {
-	void *buf;
-	fuse_fill_dir_t filler;
-};
-
-static int fill_one(void *ctx, const char *name, const struct tree_attr *a)
+static struct tree_dir *dir_of(struct fuse_file_info *fi)
 {
-	struct fill_ctx *c = ctx;
-	struct stat st;
-
-	fill_stat(a, &st);
-	return c->filler(c->buf, name, &st, 0, 0);
+	return (struct tree_dir *)(uintptr_t)fi->fh;
 }
 
-static int fill_none(void *ctx, const char *name, const struct tree_attr *a)
-{
-	(void)ctx;
-	(void)name;
-	(void)a;
-	return 0;
-}
-
-/* A missing directory must fail here: glibc's readdir() takes ENOENT
- * from getdents() for the end of the directory. The listing this fetches
- * is cached for the readdir that follows. */
+/* The listing is read here, once per open: a missing directory must fail
+ * here (glibc's readdir() takes ENOENT from getdents() for the end of the
+ * directory), and a second pass must not cost a second listing. */
 static int oc_opendir(const char *path, struct fuse_file_info *fi)
 {
+	struct tree_dir *d;
 	int ret = caller_admit(path);
 
-	(void)fi;
-	return ret ? ret : tree_readdir(tree, path, fill_none, NULL);
+	if (ret == 0)
+		ret = tree_opendir(tree, path, &d);
+	if (ret == 0)
+		fi->fh = (uint64_t)(uintptr_t)d;
+	return ret;
 }
 
+/* Offsets are entry numbers: a large directory goes out in many calls
+ * without being built again. Attributes go along (readdirplus), so that
+ * `ls -l` needs no getattr per entry. */
 static int oc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-	struct fill_ctx c = { buf, filler };
+	struct tree_dir *d = dir_of(fi);
 	int ret = caller_admit(path);
+	struct tree_attr a;
+	struct stat st;
+	const char *name;
 
-	(void)off;
-	(void)fi;
 	(void)flags;
 	if (ret)
 		return ret;
-	filler(buf, ".", NULL, 0, 0);
-	filler(buf, "..", NULL, 0, 0);
-	return tree_readdir(tree, path, fill_one, &c);
+	for (size_t i = off < 0 ? 0 : (size_t)off;; i++) {
+		if (i < 2) {
+			if (filler(buf, i ? ".." : ".", NULL, (off_t)i + 1, 0))
+				break;
+			continue;
+		}
+		if (!(name = tree_dir_entry(d, i - 2, &a)))
+			break;
+		if (!a.mode) {
+			if (filler(buf, name, NULL, (off_t)i + 1, 0))
+				break;
+			continue;
+		}
+		fill_stat(&a, &st);
+		if (filler(buf, name, &st, (off_t)i + 1, FUSE_FILL_DIR_PLUS))
+			break;
+	}
+	return 0;
+}
+
+static int oc_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	tree_closedir(dir_of(fi));
+	return 0;
 }
 
 static struct tree_file *file_of(struct fuse_file_info *fi)
@@ -405,6 +418,7 @@ static const struct fuse_operations oc_ops = {
 	.getattr = oc_getattr,
 	.opendir = oc_opendir,
 	.readdir = oc_readdir,
+	.releasedir = oc_releasedir,
 	.open = oc_open,
 	.read = oc_read,
 	.read_buf = oc_read_buf,

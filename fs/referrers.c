@@ -308,7 +308,7 @@ int referrers_resolve(struct tree *t, const char *sub, struct resolved *r)
 		r->kind = R_REFERRERS;
 		return 0;
 	}
-	ret = resolve(t, sub, r);
+	ret = resolve(t, sub, 0, r);
 	if (ret < 0 || r->kind != R_ARTIFACT)
 		return ret;
 	if (!r->inner[0]) {

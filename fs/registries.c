@@ -26,6 +26,7 @@ struct regstate {
 struct registries {
 	pthread_mutex_t lock;
 	struct strlist names;		/* lock: shown in / */
+	struct strlist answered;	/* lock: have answered a request */
 	struct regstate *down;		/* lock: registries not answering */
 };
 
@@ -69,18 +70,25 @@ void registries_free(struct registries *r)
 		free(s);
 	}
 	strlist_release(&r->names);
+	strlist_release(&r->answered);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
+}
+
+/* Add @s to @l unless there; r->lock held. */
+static void names_put(struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcmp(l->v[i], s))
+			return;
+	names_add(l, s);
 }
 
 void registries_visit(struct registries *r, const char *reg)
 {
 	pthread_mutex_lock(&r->lock);
-	for (size_t i = 0; i < r->names.n; i++)
-		if (!strcmp(r->names.v[i], reg))
-			goto out;
-	names_add(&r->names, reg);
-out:
+	names_put(&r->names, reg);
+	names_put(&r->answered, reg);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -98,6 +106,17 @@ void registries_list(struct registries *r, struct strlist *out)
 
 /* reg_error.status of a refusal by whom it is for: HTTP has no such one. */
 #define STATUS_NOT_SHARED (-1)
+
+bool registries_answered(struct registries *r, const char *reg)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < r->answered.n && !found; i++)
+		found = !strcmp(r->answered.v[i], reg);
+	pthread_mutex_unlock(&r->lock);
+	return found;
+}
 
 int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 {
@@ -141,6 +160,10 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 	struct regstate *r;
 	const char *split = NULL;
 
+	/* Listed in / once something under it resolved: a name that never
+	 * answered is no registry to show. */
+	if (ret == 0)
+		registries_visit(rs, reg);
 	if (ret == -EBADMSG || regclient_mirror_count(t->rc, reg))
 		return;
 	pthread_mutex_lock(&rs->lock);

@@ -2,6 +2,8 @@
 #ifndef OCIFS_REGISTRIES_H
 #define OCIFS_REGISTRIES_H
 
+#include <stdbool.h>
+
 #include "client.h"
 
 struct tree;
@@ -11,8 +13,11 @@ struct registries;
 int registries_new(const char *const *names, struct registries **out);
 void registries_free(struct registries *r);
 
-/* Remember @reg for listing in /. */
+/* List @reg in /. */
 void registries_visit(struct registries *r, const char *reg);
+
+/* Has @reg answered a request yet (listed by registries_visit())? */
+bool registries_answered(struct registries *r, const char *reg);
 
 /* A copy of the names for listing in / (short of memory: some of them);
  * the caller releases it. */
@@ -29,7 +34,7 @@ int reg_gate(struct tree *t, const char *reg, struct reg_error *err);
 bool reg_not_shared(const struct reg_error *err);
 
 /* Note how @reg answered: a transport failure (no HTTP status) starts
- * its silent period, anything else ends it. */
+ * its silent period, anything else ends it; a success lists it in /. */
 void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_error *err);
 
 #endif

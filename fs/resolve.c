@@ -5,8 +5,10 @@
 #include "resolve.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "artifacts.h"
@@ -57,20 +59,81 @@ static int split(const char *path, char *buf, size_t bufsz, char **comp, size_t 
 	return 0;
 }
 
-static void join(char *out, size_t sz, char **comp, size_t from, size_t to)
+/* c[from..to) joined by '/'; @strip drops the leading '.' that marks a
+ * sub-repository (repository names never start with one). */
+static void join(char *out, size_t sz, char **comp, size_t from, size_t to, bool strip)
 {
 	size_t off = 0;
 
 	out[0] = '\0';
-	for (size_t i = from; i < to && off < sz; i++)
-		off += (size_t)snprintf(out + off, sz - off, "%s%s", i > from ? "/" : "", comp[i]);
+	for (size_t i = from; i < to && off < sz; i++) {
+		const char *s = comp[i] + (strip && comp[i][0] == '.');
+		off += (size_t)snprintf(out + off, sz - off, "%s%s", i > from ? "/" : "", s);
+	}
 }
 
-int resolve(struct tree *t, const char *path, struct resolved *r)
+/* One reading of a path: repository @name with tag or digest @ref. */
+struct cand {
+	struct tree *t;
+	const char *reg, *ref;
+	char name[1024];
+	size_t k;		/* c[1..k] is the repository */
+	int ret;		/* 1: an artifact, 0: not a tag, -errno */
+	bool repo_exists;	/* ret 0: the repository is there */
+	struct artifact *art;
+};
+
+static void cand_ask(struct cand *q)
+{
+	if (!strncmp(q->ref, "sha256:", 7)) {
+		q->ret = artifact_by_digest(q->t, q->reg, q->name, q->ref, &q->art);
+		if (q->ret == 0)
+			q->ret = 1;
+	} else {
+		q->ret = artifact_by_tag_or_platform_tag(q->t, q->reg, q->name, q->ref, &q->art,
+							 &q->repo_exists);
+	}
+}
+
+static void *cand_thread(void *arg)
+{
+	cand_ask(arg);
+	return NULL;
+}
+
+/* Ask every candidate at once, each on its own thread (the first on
+ * ours): one round trip for all the readings of a path, not one per
+ * level. Those answered from the caches cost no thread; @serial asks
+ * them one after the other. */
+static void cands_ask(struct cand *q, const bool *known, size_t m, bool serial)
+{
+	pthread_t th[PATH_COMPONENTS_MAX];
+	bool started[PATH_COMPONENTS_MAX] = { false };
+	size_t first = m;
+
+	for (size_t i = 0; i < m; i++) {
+		if (known[i])
+			continue;
+		if (first == m)
+			first = i;
+		else if (!serial)
+			started[i] = pthread_create(&th[i], NULL, cand_thread, &q[i]) == 0;
+	}
+	for (size_t i = 0; i < m; i++)
+		if (known[i] || i == first || !started[i])
+			cand_ask(&q[i]);
+	for (size_t i = 0; i < m; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+}
+
+int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
 {
 	char buf[4096], *c[PATH_COMPONENTS_MAX];
-	size_t n;
-	bool repo_exists = false;
+	bool dotted[PATH_COMPONENTS_MAX], known[PATH_COMPONENTS_MAX], shorter_known = true;
+	struct cand *q = NULL;
+	size_t n, m = 0;
+	bool repo_exists = false, invalid = false;
 	int ret, denied = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -85,37 +148,86 @@ int resolve(struct tree *t, const char *path, struct resolved *r)
 		return -ENOENT;
 	snprintf(r->reg, sizeof(r->reg), "%s", c[0]);
 	if (n == 1) {
-		/* Another user's lookup names no registry into / for everyone. */
-		if (!t->may_fetch || t->may_fetch())
-			registries_visit(t->regs, c[0]);
 		r->kind = R_REGISTRY;
 		return 0;
 	}
-	/* c[1..k] a repository, c[k+1] a tag or digest? Shortest first. */
-	for (size_t k = 1; k + 1 < n; k++) {
-		/* ".name" is always the sub-repository "name", never a tag: the
-		 * way past a tag that shadows it. */
-		if (c[k][0] == '.')
-			c[k]++;
-		if (!ref_valid_path_component(c[k], strlen(c[k])))
+	/* ".name" is always the sub-repository "name", never a tag: the way
+	 * past a tag that shadows it. */
+	for (size_t i = 1; i < n; i++)
+		dotted[i] = c[i][0] == '.';
+	/* getattr of /<registry>/<a> and /<registry>/<a>/<b>: a directory
+	 * whichever reading holds (a namespace, a repository, the artifact
+	 * a:b); what it is is asked when something inside is looked up. */
+	if ((flags & RESOLVE_DIR_OK) && n <= 3) {
+		const char *a = c[1] + dotted[1], *b = n == 3 ? c[2] + dotted[2] : "x";
+		if (!ref_valid_path_component(a, strlen(a)) ||
+		    (!ref_valid_path_component(b, strlen(b)) && !ref_valid_tag(b) &&
+		     !ref_valid_digest(b)))
 			return -ENOENT;
-		join(r->name, sizeof(r->name), c, 1, k + 1);
+		r->kind = R_NAMESPACE;
+		join(r->name, sizeof(r->name), c, 1, n, true);
+		return 0;
+	}
+	q = calloc(n, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	/* c[1..k] a repository, c[k+1] a tag or digest? Every reading up to
+	 * the first the caches confirm; the shortest that holds wins. */
+	for (size_t k = 1; k + 1 < n; k++) {
 		const char *ref = c[k + 1];
+		struct cand *x = &q[m];
+		/* Past a name that cannot be a repository only the readings
+		 * before it remain. */
+		if (!ref_valid_path_component(c[k] + dotted[k], strlen(c[k] + dotted[k]))) {
+			invalid = true;
+			break;
+		}
+		if (dotted[k + 1])
+			continue;
 		if (!strncmp(ref, "sha256:", 7)) {
-			if (!ref_valid_digest(ref))
-				return -ENOENT;
-			ret = artifact_by_digest(t, r->reg, r->name, ref, &r->art);
-		} else if (ref_valid_tag(ref) && is_repo_candidate(t, r->reg, r->name)) {
-			ret = artifact_by_tag_or_platform_tag(t, r->reg, r->name, ref, &r->art,
-							      &repo_exists);
-			if (ret == 0)
-				continue;
-		} else {
+			if (!ref_valid_digest(ref)) {
+				invalid = true;
+				break;
+			}
+		} else if (!ref_valid_tag(ref)) {
+			continue;
+		}
+		x->t = t;
+		x->reg = r->reg;
+		x->ref = ref;
+		x->k = k;
+		join(x->name, sizeof(x->name), c, 1, k + 1, true);
+		if (strncmp(ref, "sha256:", 7) && !is_repo_candidate(t, r->reg, x->name))
+			continue;
+		int kn = artifact_known(t, r->reg, x->name, ref);
+		/* `ls -l` of a repository: its tags are directories, as the tag
+		 * list just read says. */
+		if ((flags & RESOLVE_DIR_OK) && k + 2 == n && shorter_known && kn != 1 &&
+		    listing_has(t, r->reg, x->name, ref) == 1) {
+			r->kind = R_ARTIFACT;
+			snprintf(r->name, sizeof(r->name), "%s", x->name);
+			ret = 0;
+			goto out_free;
+		}
+		known[m++] = kn >= 0;
+		shorter_known = shorter_known && kn >= 0;
+		if (kn == 1)
+			break;
+	}
+	/* Until a registry has answered once, its scheme, challenge and
+	 * token are unknown: the first reading asks alone. */
+	cands_ask(q, known, m, !registries_answered(t->regs, r->reg));
+	for (size_t i = 0; i < m; i++) {
+		ret = q[i].ret;
+		if (ret == 0) {
+			repo_exists = q[i].repo_exists;
 			continue;
 		}
 		/* Refused by -o verify= (and logged): final. */
-		if (ret == -EKEYREJECTED)
-			return -EACCES;
+		if (ret == -EKEYREJECTED) {
+			ret = -EACCES;
+			goto out_free;
+		}
 		/* Docker Hub and others deny what does not exist as they deny
 		 * what is private: a longer prefix may still be the repository. */
 		if (ret == -EACCES) {
@@ -123,17 +235,22 @@ int resolve(struct tree *t, const char *path, struct resolved *r)
 			continue;
 		}
 		if (ret < 0)
-			return ret;
+			goto out_free;
 		r->kind = R_ARTIFACT;
-		join(r->inner, sizeof(r->inner), c, k + 2, n);
-		return 0;
+		r->art = q[i].art;
+		snprintf(r->name, sizeof(r->name), "%s", q[i].name);
+		join(r->inner, sizeof(r->inner), c, q[i].k + 2, n, false);
+		ret = 0;
+		goto out_free;
 	}
+	free(q);
+	q = NULL;
+	if (invalid)
+		return -ENOENT;
 	/* A namespace or repository directory. */
-	if (c[n - 1][0] == '.')
-		c[n - 1]++;
-	if (!ref_valid_path_component(c[n - 1], strlen(c[n - 1])))
+	if (!ref_valid_path_component(c[n - 1] + dotted[n - 1], strlen(c[n - 1] + dotted[n - 1])))
 		return denied ? denied : -ENOENT;
-	join(r->name, sizeof(r->name), c, 1, n);
+	join(r->name, sizeof(r->name), c, 1, n, true);
 	r->kind = R_NAMESPACE;
 	/* Depth 1 costs no request: a catalog seen already may say no. */
 	ret = catalog_kind(t, r->reg, r->name, false);
@@ -155,4 +272,7 @@ int resolve(struct tree *t, const char *path, struct resolved *r)
 		return ret < 0 ? -ENOENT : 0;
 	}
 	return 0;
+out_free:
+	free(q);
+	return ret;
 }

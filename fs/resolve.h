@@ -24,13 +24,18 @@ struct resolved {
 	enum rkind kind;
 	char reg[256];
 	char name[1024];	/* namespace or repository */
-	struct artifact *art;	/* R_ARTIFACT; lives as long as the tree */
+	struct artifact *art;	/* R_ARTIFACT (NULL: see RESOLVE_DIR_OK);
+				 * lives as long as the tree */
 	char inner[4096];	/* path inside the artifact, "" for its root */
 };
+
+/* For getattr: a tag directory named in the tag list held is answered
+ * from it (art NULL), without its manifest. */
+#define RESOLVE_DIR_OK 1u
 
 /* Resolve the full path @path ("/<registry>/..."), asking the registry
  * where the caches cannot say. 0 and *r, or -errno. The rule (tree.h):
  * the shortest repository prefix followed by a tag or digest wins. */
-int resolve(struct tree *t, const char *path, struct resolved *r);
+int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r);
 
 #endif

@@ -160,7 +160,7 @@ void entry_attr(const struct aentry *e, struct tree_attr *a)
 }
 
 /* target_new() into @g. */
-static int target_get(struct tree *t, const char *path, struct target *g)
+static int target_get(struct tree *t, const char *path, unsigned flags, struct target *g)
 {
 	const size_t ll = strlen(LAYOUT_DIR);
 	bool layout = false;
@@ -204,7 +204,7 @@ static int target_get(struct tree *t, const char *path, struct target *g)
 		full[rl + pl] = '\0';
 		path = full;
 	}
-	ret = resolve(t, path, &g->r);
+	ret = resolve(t, path, flags, &g->r);
 out_resolved:
 	if (ret < 0 || g->r.kind != R_ARTIFACT)
 		return ret;
@@ -221,14 +221,14 @@ out_resolved:
 	return 0;
 }
 
-int target_new(struct tree *t, const char *path, struct target **out)
+int target_new(struct tree *t, const char *path, unsigned flags, struct target **out)
 {
 	struct target *g = malloc(sizeof(*g));
 	int ret;
 
 	if (!g)
 		return -ENOMEM;
-	ret = target_get(t, path, g);
+	ret = target_get(t, path, flags, g);
 	if (ret < 0) {
 		free(g);
 		return ret;
@@ -251,7 +251,7 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 		return 0;
 	}
 
-	ret = target_new(t, path, &g);
+	ret = target_new(t, path, RESOLVE_DIR_OK, &g);
 	if (ret < 0)
 		return ret;
 	if (g->ext[0]) {
@@ -282,7 +282,7 @@ out_free:
 int tree_check_root(struct tree *t)
 {
 	struct target *g;
-	int ret = target_new(t, "/", &g);
+	int ret = target_new(t, "/", 0, &g);
 
 	if (ret == 0)
 		free(g);
@@ -307,7 +307,7 @@ int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)
 	ssize_t n;
 	int ret;
 
-	ret = target_new(t, path, &g);
+	ret = target_new(t, path, 0, &g);
 	if (ret < 0)
 		return ret;
 	if (!g->ext[0] || size == 0) {
@@ -384,7 +384,7 @@ int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf,
 	const char *val = NULL;
 	int ret;
 
-	ret = target_new(t, path, &g);
+	ret = target_new(t, path, 0, &g);
 	/* The registry cannot say (unreachable): what the mount knows. */
 	if (ret < 0 && ret != -ENOENT && ret != -ENOMEM && !strcmp(path, "/") &&
 	    (val = local_root_xattr(t, name, local, sizeof(local))))

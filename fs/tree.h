@@ -67,9 +67,19 @@ struct tree_attr {
 
 int tree_getattr(struct tree *t, const char *path, struct tree_attr *out);
 
-/* Calls @fill for each entry of directory @path; a non-zero return stops. */
-typedef int (*tree_fill_fn)(void *ctx, const char *name, const struct tree_attr *a);
-int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill, void *ctx);
+/* A directory's entries, read once at opendir: sorted by name, each
+ * name once. */
+struct tree_dir;
+
+/* Read directory @path. 0 and *out (free with tree_closedir()), or
+ * -errno: a missing directory fails here, not at its first entry. */
+int tree_opendir(struct tree *t, const char *path, struct tree_dir **out);
+
+/* Entry @i of @d and its attributes (mode 0: ask getattr), or NULL past
+ * the last one. */
+const char *tree_dir_entry(const struct tree_dir *d, size_t i, struct tree_attr *a);
+
+void tree_closedir(struct tree_dir *d);
 
 /* An open file: an fd into the cache, and the blob pinned against
  * eviction until tree_release(). */

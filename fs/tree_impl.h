@@ -76,7 +76,7 @@ struct target {
 };
 
 /* Resolve mount path @path into a heap target (it is large); the caller
- * frees it. 0 or -errno. */
-int target_new(struct tree *t, const char *path, struct target **out);
+ * frees it. @flags: RESOLVE_*. 0 or -errno. */
+int target_new(struct tree *t, const char *path, unsigned flags, struct target **out);
 
 #endif

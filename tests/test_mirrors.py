@@ -33,10 +33,10 @@ The contract checked here:
   * ``/.ocifs/stats`` counts ``hosts: {"host:port": {"requests", "errors"}}``.
   * With the origin down, a warm pull-through cache keeps serving.
 
-Two known gaps are marked xfail (strict): with ``mirror_tags=mirror`` the tree
-trusts the mirror's catalog, which a pull-through cache fills only with what
-it holds; and with the origin down, nested repositories (``o/app``) fail on the
-probe of ``o`` with tag ``app``.
+A known gap is marked xfail (strict): with the origin down, nested
+repositories (``o/app``) fail on the probe of ``o`` with tag ``app``. (With
+``mirror_tags=mirror`` a lookup no longer trusts the mirror's catalog, which a
+pull-through cache fills only with what it holds: it asks for the tag.)
 """
 
 import base64
@@ -279,9 +279,6 @@ def test_mirror_tags_mirror_resolves_tags_at_the_mirror(registry, content, mirro
     assert eventually(lambda: by_others(registry, mo, r"/v2/m/small/manifests/1", method=None))
 
 
-@pytest.mark.xfail(strict=True, reason="ocifs: with mirror_tags=mirror the catalog comes "
-                   "from the mirror and is trusted as complete; a pull-through cache lists "
-                   "only what it holds, so every repository it has not cached yet is ENOENT")
 def test_mirror_tags_mirror_with_a_cold_pull_through_cache(registry, content, mirror,
                                                           mounted):
     small = content.small

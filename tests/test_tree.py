@@ -1,0 +1,180 @@
+"""Integration tests of the namespace tree at size: what listings and lookups
+cost in registry requests, refused listings, thread-safe resolution.
+
+Request counts come from the registry's access log (``registry.mark()`` /
+``registry.count()``) or from a FaultProxy's log; timings belong in bench/.
+"""
+
+import errno
+import os
+import random
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from fixtures.faultproxy import FaultProxy
+from fixtures.push import Client, push_artifact, tag
+from fixtures.registry import closed_port
+
+
+def run(cmd, timeout=120, check=True):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if check:
+        assert r.returncode == 0, "%s -> %d: %s" % (cmd, r.returncode,
+                                                   r.stderr.decode(errors="replace"))
+    return r
+
+
+def ls_l_names(path):
+    """`ls -l` of path: {name: mode string}."""
+    out = run(["ls", "-l", path]).stdout.decode()
+    return {line.split()[-1]: line.split()[0] for line in out.splitlines()[1:]}
+
+
+def test_ls_l_of_a_repository_costs_its_tag_list(registry_factory, mount_factory):
+    """getattr of each tag directory is answered from the tag list just read:
+    no manifest request per tag."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    p = push_artifact(c, "big/tags", ["t0000"], files=[("f", b"f\n")])
+    tags = ["t%04d" % i for i in range(1, 400)]
+    tag(c, "big/tags", p, *tags)
+    m = mount_factory(opts=["registry=" + reg.host])
+    mark = reg.mark()
+    names = ls_l_names(os.path.join(m.path, reg.host, "big", "tags"))
+    assert set(names) == {"t0000"} | set(tags)
+    assert all(v.startswith("d") for v in names.values())
+    assert reg.count({"GET", "HEAD"}, r"/v2/big/tags/manifests/.*", since=mark) == 0
+    assert reg.count("GET", r"/v2/big/tags/tags/list", since=mark) == 1
+    # Besides the tag list: the catalog, and whether "tags" is a tag of "big".
+    assert reg.count(None, r".*", since=mark) <= 1 + 2
+    # Inside a tag, the manifest is asked for once.
+    mark = reg.mark()
+    assert os.listdir(os.path.join(m.path, reg.host, "big", "tags", "t0123")) != []
+    assert reg.count("GET", r"/v2/big/tags/manifests/t0123", since=mark) == 1
+
+
+def test_ls_l_of_a_namespace_costs_the_catalog(registry_factory, mount_factory):
+    reg = registry_factory()
+    c = Client(reg.host)
+    repos = ["ns/r%03d" % i for i in range(60)]
+    for r in repos:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    m = mount_factory(opts=["registry=" + reg.host])
+    mark = reg.mark()
+    names = ls_l_names(os.path.join(m.path, reg.host, "ns"))
+    assert set(names) == {r.split("/")[1] for r in repos}
+    assert reg.count({"GET", "HEAD"}, r"/v2/.*/manifests/.*", since=mark) == 0
+    assert reg.count(None, r"/v2/.*/tags/list", since=mark) == 0
+
+
+def test_readdir_lists_each_name_once_sorted(registry_factory, mount_factory):
+    """Sub-repositories and tags merge into one sorted listing; a tag shadowing
+    a sub-repository shows the sub-repository as .name."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "m/app", ["2", "1", "x"], files=[("f", b"a")])
+    push_artifact(c, "m/app/x", ["1"], files=[("f", b"b")])
+    push_artifact(c, "m/app/y", ["1"], files=[("f", b"c")])
+    push_artifact(c, "m/app/y/z", ["1"], files=[("f", b"d")])
+    m = mount_factory(opts=["registry=" + reg.host])
+    assert os.listdir(os.path.join(m.path, reg.host, "m", "app")) == [".x", "1", "2", "x", "y"]
+
+
+def refusing_proxy(reg, path_regex):
+    p = FaultProxy(reg.url)
+    p.add(path_regex, "status", status=401, headers={"WWW-Authenticate": 'Basic realm="r"'},
+          body=b'{"errors":[{"code":"UNAUTHORIZED","message":"catalog is private"}]}')
+    return p
+
+
+def test_refused_catalog_is_eacces_and_logged_once(registry_factory, mount_factory):
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "open/repo", ["1"], files=[("f.txt", b"open\n")])
+    proxy = refusing_proxy(reg, r"/v2/_catalog")
+    try:
+        m = mount_factory(opts=["insecure=" + proxy.host])
+        h = os.path.join(m.path, proxy.host)
+        for _ in range(2):
+            with pytest.raises(OSError) as e:
+                os.listdir(h)
+            assert e.value.errno == errno.EACCES
+        # Other paths keep working, by tag (no catalog needed).
+        with open(os.path.join(h, "open", "repo", "1", "f.txt"), "rb") as f:
+            assert f.read() == b"open\n"
+        lines = [ln for ln in m.log_text().splitlines() if "refused" in ln]
+        assert len(lines) == 1, lines
+        assert proxy.host in lines[0] and "catalog" in lines[0] and "401" in lines[0], lines
+    finally:
+        proxy.stop()
+
+
+def test_refused_tag_list_is_eacces(registry_factory, mount_factory):
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "hid/repo", ["1"], files=[("f.txt", b"x\n")])
+    proxy = refusing_proxy(reg, r"/v2/.*/tags/list")
+    try:
+        m = mount_factory(opts=["insecure=" + proxy.host])
+        d = os.path.join(m.path, proxy.host, "hid", "repo")
+        with pytest.raises(OSError) as e:
+            os.listdir(d)
+        assert e.value.errno == errno.EACCES
+        assert os.path.isfile(os.path.join(d, "1", "f.txt"))
+        lines = [ln for ln in m.log_text().splitlines() if "refused" in ln]
+        assert len(lines) == 1 and "tag list of hid/repo" in lines[0], lines
+    finally:
+        proxy.stop()
+
+
+def test_names_that_failed_to_resolve_are_not_listed(mount_factory, registry):
+    m = mount_factory(opts=["timeout=2", "retries=0"])
+    ghost = "127.0.0.1:%d" % closed_port()
+    with pytest.raises(OSError):
+        os.listdir(os.path.join(m.path, ghost))
+    assert ghost not in os.listdir(m.path)
+    os.listdir(os.path.join(m.path, registry.host))
+    assert registry.host in os.listdir(m.path)
+
+
+def test_resolution_is_thread_safe(registry_factory, mount_factory):
+    """16 threads resolve distinct paths (xattrs always reach the daemon) tens
+    of thousands of times: every answer is the right one."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    want = {}
+    for i in range(8):
+        repo = "mt/r%d" % i if i % 2 else "mt/deep/er/r%d" % i
+        for t in ("1", "2"):
+            p = push_artifact(c, repo, [t], files=[("f%d.txt" % j, b"%s:%s:%d" % (
+                repo.encode(), t.encode(), j)) for j in range(3)])
+            for j, layer in enumerate(p.layers):
+                want[os.path.join(repo, t, "f%d.txt" % j)] = layer.digest
+    m = mount_factory(opts=["registry=" + reg.host])
+    paths = sorted(want)
+    wrong, errors = [], []
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        for _ in range(2000):
+            rel = rnd.choice(paths)
+            try:
+                got = os.getxattr(os.path.join(m.path, reg.host, rel), "user.oci.digest")
+            except OSError as e:
+                errors.append((rel, e.errno))
+                continue
+            if got.decode() != want[rel]:
+                wrong.append((rel, got))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and wrong == []
+    st = os.stat(os.path.join(m.path, reg.host, paths[0]))
+    assert stat.S_ISREG(st.st_mode)
