@@ -258,7 +258,8 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 		log_reg_error(what, &err, ret);
 		return ret;
 	}
-	qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+	if (l.n > 1)
+		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
 	pthread_mutex_lock(&dc->lock);
 	e = list_find(dc, reg, repo);
 	if (!e) {

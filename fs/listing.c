@@ -64,7 +64,8 @@ static void dir_finish(struct tree_dir *d)
 {
 	size_t out = 0;
 
-	qsort(d->v, d->n, sizeof(*d->v), cmp_dent);
+	if (d->n > 1)
+		qsort(d->v, d->n, sizeof(*d->v), cmp_dent);
 	for (size_t i = 0; i < d->n; i++) {
 		if (out && !strcmp(d->v[out - 1].name, d->v[i].name)) {
 			free(d->v[i].name);
