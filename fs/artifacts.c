@@ -359,6 +359,13 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 	bool exists = false;
 	int ret;
 
+	/* A namespace above a repository (resolve.c): no tag of its own. */
+	if (tags_lookup(t, reg, repo, "", &stale, &exists) == 1 && !stale) {
+		*repo_exists = false;
+		return 0;
+	}
+	free(stale);
+	stale = NULL;
 	ret = tags_lookup(t, reg, repo, tag, &stale, &exists);
 	if (ret < 0)
 		return ret;
@@ -460,6 +467,10 @@ int artifact_known(struct tree *t, const char *reg, const char *repo, const char
 
 	if (!strncmp(ref, "sha256:", 7))
 		return artifact_find(t, reg, repo, ref) ? 1 : -EAGAIN;
+	if (tags_lookup(t, reg, repo, "", &d, &exists) == 1 && !d)
+		return 0;
+	free(d);
+	d = NULL;
 	ret = tags_lookup(t, reg, repo, ref, &d, &exists);
 	if (ret == 1 && !d && exists && platform_alt_tag(t, ref, alt, sizeof(alt)))
 		ret = tags_lookup(t, reg, repo, alt, &d, &exists);

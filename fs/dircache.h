@@ -19,7 +19,8 @@ int tags_lookup(struct tree *t, const char *reg, const char *repo, const char *t
 		char **digest, bool *repo_exists);
 
 /* Remember reg/repo:tag -> @digest; NULL records "not a tag" (404), with
- * @repo_exists telling whether the repository is there. */
+ * @repo_exists telling whether the repository is there. Tag "" (never a
+ * tag) with NULL records "a namespace, not a repository". */
 void tags_store(struct tree *t, const char *reg, const char *repo, const char *tag,
 		const char *digest, bool repo_exists);
 

@@ -294,7 +294,7 @@ int referrers_list(struct tree *t, const char *reg, const char *repo, const char
 	return ret;
 }
 
-int referrers_resolve(struct tree *t, const char *sub, struct resolved *r)
+int referrers_resolve(struct tree *t, const char *sub, unsigned flags, struct resolved *r)
 {
 	struct referrer *v = NULL;
 	struct artifact *ref = NULL;
@@ -308,7 +308,7 @@ int referrers_resolve(struct tree *t, const char *sub, struct resolved *r)
 		r->kind = R_REFERRERS;
 		return 0;
 	}
-	ret = resolve(t, sub, 0, r);
+	ret = resolve(t, sub, flags, r);
 	if (ret < 0 || r->kind != R_ARTIFACT)
 		return ret;
 	if (!r->inner[0]) {

@@ -50,7 +50,7 @@ int referrers_list(struct tree *t, const char *reg, const char *repo, const char
  * the top, with no artifact), or the referrer's R_ARTIFACT, or what the
  * path names above an artifact. 0 or -errno. */
 struct resolved;
-int referrers_resolve(struct tree *t, const char *sub, struct resolved *r);
+int referrers_resolve(struct tree *t, const char *sub, unsigned flags, struct resolved *r);
 
 /* The user.oci.referrers value of an artifact directory: a line
  * "<digest> <type>[ <tag>]" per referrer. Length, or -errno; @size 0

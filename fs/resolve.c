@@ -215,8 +215,12 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 			break;
 	}
 	/* Until a registry has answered once, its scheme, challenge and
-	 * token are unknown: the first reading asks alone. */
-	cands_ask(q, known, m, !registries_answered(t->regs, r->reg));
+	 * token are unknown: the first reading asks alone. Another user's
+	 * request is answered on its own thread (the share policy is per
+	 * FUSE thread). */
+	cands_ask(q, known, m, !registries_answered(t->regs, r->reg) ||
+				       (t->may_fetch && !t->may_fetch()));
+	int first_err = 0;
 	for (size_t i = 0; i < m; i++) {
 		ret = q[i].ret;
 		if (ret == 0) {
@@ -229,18 +233,32 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 			goto out_free;
 		}
 		/* Docker Hub and others deny what does not exist as they deny
-		 * what is private: a longer prefix may still be the repository. */
+		 * what is private: a longer prefix may still be the repository.
+		 * So may it when a shorter reading could not be asked (a fault,
+		 * the registry down and this one cached). */
 		if (ret == -EACCES) {
 			denied = ret;
 			continue;
 		}
-		if (ret < 0)
-			goto out_free;
+		if (ret < 0) {
+			if (!first_err)
+				first_err = ret;
+			continue;
+		}
+		/* The shorter names denied or unknown are namespaces above this
+		 * repository: not asked again for tag_ttl, whatever the tag. */
+		for (size_t j = 0; j < i; j++)
+			if (q[j].ret == -EACCES || (q[j].ret == 0 && !q[j].repo_exists))
+				tags_store(t, r->reg, q[j].name, "", NULL, false);
 		r->kind = R_ARTIFACT;
 		r->art = q[i].art;
 		snprintf(r->name, sizeof(r->name), "%s", q[i].name);
 		join(r->inner, sizeof(r->inner), c, q[i].k + 2, n, false);
 		ret = 0;
+		goto out_free;
+	}
+	if (first_err) {
+		ret = first_err;
 		goto out_free;
 	}
 	free(q);

@@ -184,7 +184,7 @@ static int target_get(struct tree *t, const char *path, unsigned flags, struct t
 			return 0;
 		}
 		if (!strncmp(rest, "/referrers", 10) && (!rest[10] || rest[10] == '/')) {
-			ret = referrers_resolve(t, rest + 10, &g->r);
+			ret = referrers_resolve(t, rest + 10, flags, &g->r);
 			goto out_resolved;
 		}
 		if (!strncmp(rest, LAYOUT_DIR, ll) && (rest[ll] == '/' || !rest[ll])) {
