@@ -212,6 +212,15 @@ static int fetch_cached(struct check *c, const char *digest, uint64_t size, bool
 	return read_fd(fd, (size_t)size, buf, len);
 }
 
+/* A fetch for @source that failed: reported; one that a reachable
+ * registry would have answered is no verdict. */
+static void fetch_failed(struct check *c, const char *source, const char *what, int err)
+{
+	report_add(&c->rep, "%s: %s not fetched (%s)", source, what, strerror(-err));
+	if (err != -ENOENT && err != -EFBIG && err != -EIO)
+		c->transport_err = err;
+}
+
 static int fetch_payload(void *arg, const struct descriptor *d, char **buf, size_t *len)
 {
 	return fetch_cached(arg, d->digest, d->size, false, COSIGN_PAYLOAD_MAX, buf, len);
@@ -320,9 +329,7 @@ static int check_bundle_manifest(struct check *c, const char *source, const char
 		c->found++;
 		r = fetch_cached(c, d->digest, d->size, false, BUNDLE_MAX, &bundle, &blen);
 		if (r < 0) {
-			report_add(&c->rep, "%s: bundle not fetched (%s)", source, strerror(-r));
-			if (r != -ENOENT && r != -EFBIG && r != -EIO)
-				c->transport_err = r;
+			fetch_failed(c, source, "bundle", r);
 			continue;
 		}
 		r = cosign_verify_bundle(c->t->sigs->keys, bundle, blen, c->digest, &c->key, reason,
@@ -381,9 +388,7 @@ static int check_referrers(struct check *c)
 		snprintf(source, sizeof(source), "referrer %.19s", d->digest);
 		r = fetch_cached(c, d->digest, d->size, true, MANIFEST_MAX_BYTES, &body, &len);
 		if (r < 0) {
-			report_add(&c->rep, "%s: %s", source, strerror(-r));
-			if (r != -ENOENT && r != -EFBIG && r != -EIO)
-				c->transport_err = r;
+			fetch_failed(c, source, "manifest", r);
 			continue;
 		}
 		if (!strcmp(d->artifact_type, SIGSTORE_BUNDLE_TYPE))

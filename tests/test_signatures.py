@@ -293,14 +293,19 @@ def test_registry_down_keeps_verified_artifact(registry_factory, mount_factory, 
     assert "provider" in os.listdir(os.path.dirname(path))
 
 
-def test_reference_mount_same_policy(registry, client, mount_factory, keys):
-    from fixtures.mount import MountError
+def signed_and_unsigned(registry, client, keys):
+    """Two providers, the first signed by the ecdsa key under its .sig tag."""
     signed, unsigned = new_repo(), new_repo()
     p = provider(client, signed)
     sign_tag(client, signed, p.digest, [Signature.make(keys["ecdsa"],
                                                        identity(registry.host, signed),
                                                        p.digest)])
-    provider(client, unsigned)
+    return signed, p, unsigned, provider(client, unsigned)
+
+
+def test_reference_mount_same_policy(registry, client, mount_factory, keys):
+    from fixtures.mount import MountError
+    signed, p, unsigned, _ = signed_and_unsigned(registry, client, keys)
     o = ["platform=linux/amd64", "verify=cosign:" + keys["ecdsa"].path]
     m = mount_factory(opts=o, args=["%s/%s:1.0" % (registry.host, signed)])
     assert read(os.path.join(m.path, "provider")) == read(ELF_PATH)
@@ -341,12 +346,7 @@ def test_new_mount_offline_verifies_from_the_cache(registry_factory, mount_facto
 
 
 def test_layout_view_same_policy(registry, client, mount_factory, keys):
-    signed, unsigned = new_repo(), new_repo()
-    p = provider(client, signed)
-    sign_tag(client, signed, p.digest, [Signature.make(keys["ecdsa"],
-                                                       identity(registry.host, signed),
-                                                       p.digest)])
-    q = provider(client, unsigned)
+    signed, p, unsigned, q = signed_and_unsigned(registry, client, keys)
     m = vmount(mount_factory, registry, keys["ecdsa"])
     layout = os.path.join(m.path, ".ocifs", "layout", registry.host)
     index = json.loads(read(os.path.join(layout, signed, "1.0", "index.json")))
