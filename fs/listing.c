@@ -343,7 +343,7 @@ int tree_opendir(struct tree *t, const char *path, struct tree_dir **out)
 		ret = dir_add(d, "stats", 5, &a);
 		dir_attr(&a);
 		if (ret == 0)
-			ret = dir_add(d, LAYOUT_DIR + 1, strlen(LAYOUT_DIR + 1), &a);
+			ret = dir_add(d, &LAYOUT_DIR[1], strlen(&LAYOUT_DIR[1]), &a);
 		if (ret == 0)
 			ret = dir_add(d, "referrers", 9, &a);
 		break;
