@@ -272,7 +272,7 @@ static int list_artifact(struct tree *t, struct target *g, struct tree_dir *d)
 		}
 		if (strchr(rest, '/'))
 			continue;
-		entry_attr(c, &a);
+		entry_attr(c, artifact_mtime(g->r.art), &a);
 		if (c->kind == AE_FALLBACK)
 			a.mode = 0;	/* its size is known once found */
 		ret = dir_add(d, rest, strlen(rest), &a);
@@ -340,6 +340,7 @@ int tree_opendir(struct tree *t, const char *path, struct tree_dir **out)
 	case R_CONTROL:
 		a.mode = S_IFREG | 0444;
 		a.size = 0;
+		a.mtime = TREE_EPOCH;
 		ret = dir_add(d, "stats", 5, &a);
 		dir_attr(&a);
 		if (ret == 0)

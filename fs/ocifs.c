@@ -111,7 +111,6 @@ static const struct fuse_opt option_spec[] = {
 #define WORKERS_RESERVED 4
 
 static struct tree *tree;
-static time_t mount_time;
 
 /* Append a copy of @s: fuse_opt's @arg does not outlive the callback. */
 static int push(char ***v, size_t *n, const char *s)
@@ -173,7 +172,7 @@ static void fill_stat(const struct tree_attr *a, struct stat *st)
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 	st->st_uid = getuid();
 	st->st_gid = getgid();
-	st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+	st->st_atime = st->st_mtime = st->st_ctime = (time_t)a->mtime;
 }
 
 static void *oc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -927,7 +926,6 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	ret = 1;
-	mount_time = time(NULL);
 	if (o.n_args == 2 && strchr(o.args[0], '/')) {
 		/* A reference mount fails now if the reference does not exist;
 		 * a registry that is down only gets a warning (fstab, _netdev). */

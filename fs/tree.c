@@ -141,22 +141,36 @@ void dir_attr(struct tree_attr *a)
 {
 	a->mode = S_IFDIR | 0555;
 	a->size = 0;
+	a->mtime = TREE_EPOCH;
 }
 
 void stat_attr(const struct stat *st, struct tree_attr *a)
 {
 	a->mode = (st->st_mode & S_IFMT) | (st->st_mode & 0555);
 	a->size = (uint64_t)st->st_size;
+	a->mtime = st->st_mtime;	/* the archive's (extracted with its times) */
 }
 
-void entry_attr(const struct aentry *e, struct tree_attr *a)
+void entry_attr(const struct aentry *e, int64_t mtime, struct tree_attr *a)
 {
 	if (e->kind == AE_DIR || e->kind == AE_ARCHIVE) {
 		dir_attr(a);
-		return;
+	} else {
+		a->mode = S_IFREG | e->mode;
+		a->size = e->size;
 	}
-	a->mode = S_IFREG | e->mode;
-	a->size = e->size;
+	a->mtime = mtime;
+}
+
+int64_t artifact_mtime(const struct artifact *a)
+{
+	const struct aview *v = a->v;
+
+	if (v->m && v->m->created)
+		return v->m->created;
+	if (v->index && v->index->created)
+		return v->index->created;
+	return TREE_EPOCH;
 }
 
 /* target_new() into @g. */
@@ -268,10 +282,11 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 		if (g->e->kind == AE_FALLBACK)
 			out->mode = S_IFREG | 0555;
 	} else if (g->e) {
-		entry_attr(g->e, out);
+		entry_attr(g->e, artifact_mtime(g->r.art), out);
 	} else if (g->r.kind == R_STATS) {
 		out->mode = S_IFREG | 0444;
 		out->size = 0;	/* generated on open; read with direct I/O */
+		out->mtime = TREE_EPOCH;
 	} else {
 		dir_attr(out);
 	}

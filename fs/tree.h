@@ -63,6 +63,7 @@ void tree_free(struct tree *t);
 struct tree_attr {
 	mode_t mode;	/* type and permission bits */
 	uint64_t size;
+	int64_t mtime;	/* mtime and ctime, seconds since the epoch, from content */
 };
 
 int tree_getattr(struct tree *t, const char *path, struct tree_attr *out);

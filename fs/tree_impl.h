@@ -61,9 +61,20 @@ bool tree_fresh(const struct tree *t, time_t at);
 /* Log @what's registry error @e (or @ret's strerror when it has none). */
 void log_reg_error(const char *what, const struct reg_error *e, int ret);
 
+/* Times come from content, never from the mount's clock, so that two
+ * mounts stat alike (rsync -a from a second mount copies nothing):
+ * namespace and tag directories have TREE_EPOCH; an artifact's entries
+ * its manifest's org.opencontainers.image.created, else TREE_EPOCH;
+ * extracted files the archive's own. */
+#define TREE_EPOCH 0
+
 void dir_attr(struct tree_attr *a);
 void stat_attr(const struct stat *st, struct tree_attr *a);
-void entry_attr(const struct aentry *e, struct tree_attr *a);
+void entry_attr(const struct aentry *e, int64_t mtime, struct tree_attr *a);
+
+struct artifact;
+/* The time of @a's entries (see TREE_EPOCH). */
+int64_t artifact_mtime(const struct artifact *a);
 
 /* A resolved mount path; for artifact entries also the entry (NULL for
  * the artifact root) and, inside archives, the path in the extract area. */

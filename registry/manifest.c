@@ -4,8 +4,10 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TITLE_KEY "org.opencontainers.image.title"
 
@@ -75,6 +77,47 @@ static char *annotations_text(json_t *obj)
 	if (!json_is_object(a))
 		return NULL;
 	return json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+/* "2024-05-01T12:00:00Z", "...T12:00:00.5+02:00": seconds since the
+ * epoch; 0 for anything else (no guessing at other formats). */
+static int64_t rfc3339_seconds(const char *s)
+{
+	int y, mo, d, h, mi, sec, n = 0, off = 0;
+	struct tm tm = { 0 };
+	time_t t;
+
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+	    n != 19 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return 0;
+	s += n;
+	if (*s == '.')
+		for (s++; *s >= '0' && *s <= '9'; s++)
+			;
+	if ((*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':') {
+		int oh, om;
+		if (sscanf(s + 1, "%2d:%2d", &oh, &om) != 2 || oh > 23 || om > 59)
+			return 0;
+		off = (oh * 60 + om) * 60 * (*s == '+' ? 1 : -1);
+	} else if (strcmp(s, "Z") && strcmp(s, "z")) {
+		return 0;
+	}
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = timegm(&tm);
+	return t < 0 ? 0 : (int64_t)t - off;
+}
+
+static int64_t created_of(json_t *obj)
+{
+	json_t *a = json_object_get(obj, "annotations");
+	const char *v = json_string_value(json_object_get(a, "org.opencontainers.image.created"));
+
+	return v ? rfc3339_seconds(v) : 0;
 }
 
 static int descriptor_parse(json_t *j, struct descriptor *d, const char **why)
@@ -203,6 +246,7 @@ int manifest_parse(const void *buf, size_t len, const char *content_type,
 	m->media_type = strdup(mt);
 	m->artifact_type = dup_str(root, "artifactType");
 	m->annotations = annotations_text(root);
+	m->created = created_of(root);
 	if (!m->media_type) {
 		ret = -ENOMEM;
 		goto out_free;

@@ -51,6 +51,9 @@ struct manifest {
 	char *media_type;	/* from the body, else the Content-Type */
 	char *artifact_type;	/* may be NULL */
 	char *annotations;	/* compact JSON, NULL if none */
+	int64_t created;	/* org.opencontainers.image.created (RFC 3339),
+				 * seconds since the epoch; 0 if absent or not
+				 * RFC 3339 */
 	bool has_config;
 	struct descriptor config;
 	struct descriptor *layers;	/* image: layers; index: manifests */

@@ -133,6 +133,35 @@ int main(void)
 			fprintf(stderr, "title \"%s\": want %d\n", titles[i].t, titles[i].ok);
 			check_failures++;
 		}
+	/* org.opencontainers.image.created: stat times derive from it. */
+	static const struct {
+		const char *v;
+		long long want;
+	} created[] = {
+		{ "2024-05-01T12:00:00Z", 1714564800 }, { "2024-05-01T12:00:00.123Z", 1714564800 },
+		{ "2024-05-01T14:00:00+02:00", 1714564800 }, { "2024-05-01T11:30:00-00:30", 1714564800 },
+		{ "2024-05-01", 0 }, { "yesterday", 0 }, { "2024-13-01T00:00:00Z", 0 },
+		{ "2024-05-01T12:00:00", 0 }, { "1960-01-01T00:00:00Z", 0 },
+	};
+	for (size_t i = 0; i < sizeof(created) / sizeof(created[0]); i++) {
+		char doc[512];
+		snprintf(doc, sizeof(doc), "{\"schemaVersion\":2,\"mediaType\":"
+			 "\"application/vnd.oci.image.manifest.v1+json\",\"config\":"
+			 DESC("application/vnd.oci.empty.v1+json", H1, 2) "},\"layers\":[],"
+			 "\"annotations\":{\"org.opencontainers.image.created\":\"%s\"}}",
+			 created[i].v);
+		m = NULL;
+		CHECK(manifest_parse(doc, strlen(doc), NULL, &m, &why) == 0);
+		if (m && m->created != created[i].want) {
+			fprintf(stderr, "created \"%s\": %lld, want %lld\n", created[i].v,
+				(long long)m->created, created[i].want);
+			check_failures++;
+		}
+		manifest_free(m);
+	}
+	CHECK(manifest_parse(oci, strlen(oci), NULL, &m, &why) == 0);
+	CHECK(m && m->created == 0);
+	manifest_free(m);
 	manifest_free(NULL);
 	return CHECK_DONE();
 }

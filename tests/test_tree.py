@@ -178,3 +178,31 @@ def test_resolution_is_thread_safe(registry_factory, mount_factory):
     assert errors == [] and wrong == []
     st = os.stat(os.path.join(m.path, reg.host, paths[0]))
     assert stat.S_ISREG(st.st_mode)
+
+
+def test_times_come_from_content(registry_factory, mount_factory, tmp_path):
+    """Two mounts with their own caches stat the same artifact alike: files
+    carry the manifest's org.opencontainers.image.created, else the epoch;
+    directories the epoch. rsync -a from the second mount copies nothing."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "times/dated", ["1"], files=[("a.txt", b"a\n"), ("b/c.txt", b"c\n")],
+                  annotations={"org.opencontainers.image.created": "2024-05-01T14:00:00+02:00"})
+    push_artifact(c, "times/undated", ["1"], files=[("u.txt", b"u\n")])
+    mounts = [mount_factory(opts=["registry=" + reg.host]) for _ in range(2)]
+
+    def stats(m, rel):
+        st = os.stat(os.path.join(m.path, reg.host, rel))
+        return (st.st_mode, st.st_size, st.st_mtime, st.st_ctime)
+    for rel in ("times", "times/dated", "times/dated/1", "times/dated/1/a.txt",
+                "times/dated/1/b", "times/dated/1/manifest.json", "times/undated/1/u.txt"):
+        assert stats(mounts[0], rel) == stats(mounts[1], rel), rel
+    assert stats(mounts[0], "times/dated/1/a.txt")[2] == 1714564800
+    assert stats(mounts[0], "times/dated/1/b")[2] == 1714564800
+    assert stats(mounts[0], "times/undated/1/u.txt")[2] == 0
+    assert stats(mounts[0], "times/dated/1")[2] == 0
+    dest = str(tmp_path / "copy")
+    src = [os.path.join(m.path, reg.host, "times", "dated", "1") + "/" for m in mounts]
+    run(["rsync", "-a", src[0], dest])
+    out = run(["rsync", "-a", "--stats", src[1], dest]).stdout.decode()
+    assert "Number of regular files transferred: 0" in out, out
