@@ -34,8 +34,8 @@ struct fetch_ctx {
 	struct stats_download *progress;
 };
 
-/* Also where a reader's interrupt reaches the download, at the next bytes
- * (a transfer that sends none fails by the stall timeout). */
+/* Also where a reader's interrupt reaches the download at once, between
+ * the registry's own checks (tree.c binds them to the thread). */
 static int counting_sink(void *arg, const void *data, size_t len)
 {
 	struct fetch_ctx *f = arg;

@@ -235,6 +235,28 @@ out_resolved:
 	return 0;
 }
 
+/* FUSE interrupts reach the registry's transfers, stalled ones and retry
+ * waits included: each thread that asks the tree binds, once, a
+ * cancellation that polls tree_opts.interrupted() (which reads the
+ * thread's current request). Every request passes target_new(). */
+static _Thread_local struct reg_cancel thread_cancel;
+
+static bool poll_interrupted(void *arg)
+{
+	const struct tree *t = arg;
+
+	return t->interrupted();
+}
+
+static void bind_interrupts(struct tree *t)
+{
+	if (!t->interrupted || thread_cancel.poll)
+		return;
+	thread_cancel.poll = poll_interrupted;
+	thread_cancel.poll_arg = t;
+	regclient_cancel_bind(&thread_cancel);
+}
+
 int target_new(struct tree *t, const char *path, unsigned flags, struct target **out)
 {
 	struct target *g = malloc(sizeof(*g));
@@ -242,6 +264,7 @@ int target_new(struct tree *t, const char *path, unsigned flags, struct target *
 
 	if (!g)
 		return -ENOMEM;
+	bind_interrupts(t);
 	ret = target_get(t, path, flags, g);
 	if (ret < 0) {
 		free(g);

@@ -220,6 +220,27 @@ def test_killed_reader_of_a_trickling_blob_ends(content, proxy, through, sig):
     assert m.alive
 
 
+def test_killed_reader_of_a_stalled_blob_ends(content, proxy, through):
+    """No byte at all after the headers: the interrupt still ends the
+    download within a second or so, long before the stall limit."""
+    one = content["one"].layers[0]
+    proxy.add(r"/v2/s/one/blobs/" + one.digest, "stall", after=0, hold=120, times=1)
+    m = through("timeout=60")
+    f = os.path.join(art(m, proxy.host, "s/one", "1"), "slow.bin")
+    os.listdir(os.path.dirname(f))
+    p = cat(f)
+    try:
+        get = wait_for(lambda: blob_gets(proxy), 20, what="the blob GET")[0]
+        wait_for(lambda: in_open(p), 10, what="cat blocked in open")
+        p.kill()
+        p.wait(10)
+    finally:
+        end_children([p])
+    assert get.done.wait(10), "the daemon still waits on the stalled transfer"
+    assert one.hex not in cache_blobs(m.cache)
+    assert m.alive
+
+
 def test_interrupt_does_not_fail_a_download_others_wait_on(content, proxy, through):
     """Two readers of one trickling blob: killing the one whose open downloads
     does not hand its EINTR to the other, which then gets the blob."""
