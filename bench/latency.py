@@ -376,17 +376,7 @@ def main():
             print("    %-4s %-72s %3d" % (a.method, a.path if len(a.path) <= 72 else
                                          a.path[:47] + "..." + a.path[-22:], a.status))
     finally:
-        for m in mounts:
-            try:
-                m.unmount(check=False)
-            except Exception:
-                pass
-        if far is not None:
-            far.stop()
-        if os.environ.get("BENCH_KEEP") == "1":
-            print("kept %s" % work, file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        plat.cleanup(mounts, [far], work)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,23 @@ def extract_from_layout(layout, os_name, arch, dest):
     os.chmod(dest, 0o755)
 
 
+def cleanup(mounts, services, work):
+    """Unmount, stop each service (None allowed), remove work unless
+    BENCH_KEEP=1: the end of every benchmark here, even a broken one."""
+    for m in mounts:
+        try:
+            m.unmount(check=False)
+        except Exception:
+            pass
+    for s in services:
+        if s is not None:
+            s.stop()
+    if os.environ.get("BENCH_KEEP") == "1":
+        print("kept %s" % work, file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     missing = [t for t in ("docker-registry", "fusermount3", "skopeo") if not shutil.which(t)]
     if missing:
@@ -367,17 +384,7 @@ def main():
         if o_extra:
             print("\nnote: ocifs also fetched %s" % ", ".join(o_extra))
     finally:
-        for m in mounts:
-            try:
-                m.unmount(check=False)
-            except Exception:
-                pass
-        if reg is not None:
-            reg.stop()
-        if os.environ.get("BENCH_KEEP") == "1":
-            print("kept %s" % work, file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        cleanup(mounts, [reg], work)
 
 
 if __name__ == "__main__":
