@@ -95,36 +95,111 @@ static void cand_ask(struct cand *q)
 	}
 }
 
+/* How the readings of a path go out. */
+enum ask {
+	ASK_PARALLEL,	/* all at once */
+	ASK_CHALLENGED,	/* the first alone until the registry has challenged
+			 * it (or it is answered), then the rest at once */
+	ASK_SERIAL,	/* one after the other, on this thread */
+};
+
+/* Holds the readings after the first back until the registry's scheme and
+ * challenge are known: a fresh mount's first 401 teaches them, so the
+ * others then need no 401 of their own and fetch their tokens while the
+ * first still waits for its answer (the token and the manifests in one
+ * round trip each, as the issue's minimum has it). */
+struct gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;		/* lock: the first reading is done */
+	struct tree *t;
+	const char *reg;
+};
+
+struct cand_run {
+	struct cand *q;
+	struct gate *g;		/* NULL: go at once */
+};
+
+static void gate_wait(struct gate *g)
+{
+	struct timespec until;
+
+	pthread_mutex_lock(&g->lock);
+	/* The challenge arrives inside the client, which signals no one:
+	 * look again every few milliseconds (first contact only). */
+	while (!g->open && !regclient_challenged(g->t->rc, g->reg)) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 5 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&g->cond, &g->lock, &until);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
 static void *cand_thread(void *arg)
 {
-	cand_ask(arg);
+	struct cand_run *run = arg;
+
+	if (run->g)
+		gate_wait(run->g);
+	cand_ask(run->q);
 	return NULL;
 }
 
 /* Ask every candidate at once, each on its own thread (the first on
  * ours): one round trip for all the readings of a path, not one per
- * level. Those answered from the caches cost no thread; @serial asks
- * them one after the other. */
-static void cands_ask(struct cand *q, const bool *known, size_t m, bool serial)
+ * level. Those answered from the caches cost no thread. */
+static void cands_ask(struct tree *t, const char *reg, struct cand *q, const bool *known,
+		      size_t m, enum ask how)
 {
 	pthread_t th[PATH_COMPONENTS_MAX];
+	struct cand_run run[PATH_COMPONENTS_MAX];
 	bool started[PATH_COMPONENTS_MAX] = { false };
+	struct gate g = { .open = false };
 	size_t first = m;
 
+	if (how == ASK_CHALLENGED) {
+		pthread_mutex_init(&g.lock, NULL);
+		pthread_cond_init(&g.cond, NULL);
+		g.t = t;
+		g.reg = reg;
+	}
 	for (size_t i = 0; i < m; i++) {
 		if (known[i])
 			continue;
-		if (first == m)
+		if (first == m) {
 			first = i;
-		else if (!serial)
-			started[i] = pthread_create(&th[i], NULL, cand_thread, &q[i]) == 0;
+		} else if (how != ASK_SERIAL) {
+			run[i].q = &q[i];
+			run[i].g = how == ASK_CHALLENGED ? &g : NULL;
+			started[i] = pthread_create(&th[i], NULL, cand_thread, &run[i]) == 0;
+		}
 	}
-	for (size_t i = 0; i < m; i++)
+	for (size_t i = 0; i < m; i++) {
 		if (known[i] || i == first || !started[i])
 			cand_ask(&q[i]);
+		if (i == first && how == ASK_CHALLENGED)
+			gate_open(&g);
+	}
 	for (size_t i = 0; i < m; i++)
 		if (started[i])
 			pthread_join(th[i], NULL);
+	if (how == ASK_CHALLENGED) {
+		pthread_cond_destroy(&g.cond);
+		pthread_mutex_destroy(&g.lock);
+	}
 }
 
 int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
@@ -215,11 +290,12 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 			break;
 	}
 	/* Until a registry has answered once, its scheme, challenge and
-	 * token are unknown: the first reading asks alone. Another user's
-	 * request is answered on its own thread (the share policy is per
-	 * FUSE thread). */
-	cands_ask(q, known, m, !registries_answered(t->regs, r->reg) ||
-				       (t->may_fetch && !t->may_fetch()));
+	 * token are unknown: the first reading goes alone until its 401
+	 * (or answer) teaches them. Another user's request is answered on
+	 * its own thread (the share policy is per FUSE thread). */
+	cands_ask(t, r->reg, q, known, m, t->may_fetch && !t->may_fetch() ? ASK_SERIAL :
+			       registries_answered(t->regs, r->reg) ? ASK_PARALLEL :
+			       ASK_CHALLENGED);
 	int first_err = 0;
 	for (size_t i = 0; i < m; i++) {
 		ret = q[i].ret;

@@ -160,6 +160,11 @@ static int do_routed(struct regclient *rc, const struct req *rq, bool mirrored, 
 	return transport_request(rc->tp, rq, x, err);
 }
 
+bool regclient_challenged(struct regclient *rc, const char *registry)
+{
+	return tokens_challenged(rc->tk, registry);
+}
+
 unsigned regclient_mirror_count(struct regclient *rc, const char *registry)
 {
 	struct mirror_ep ep[MIRRORS_MAX];

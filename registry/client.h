@@ -144,6 +144,10 @@ int regclient_get_blob(struct regclient *rc, const char *registry,
 		       void *sink_arg, unsigned skip, unsigned *source,
 		       struct reg_error *err);
 
+/* Has @registry sent an auth challenge yet (its scheme and challenge
+ * known: later requests need no 401 of their own)? */
+bool regclient_challenged(struct regclient *rc, const char *registry);
+
 /* How many mirrors @registry has now (back-off aside). */
 unsigned regclient_mirror_count(struct regclient *rc, const char *registry);
 

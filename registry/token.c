@@ -212,6 +212,16 @@ static struct challenge *challenge_find(struct tokens *tk, const char *registry)
 	return NULL;
 }
 
+bool tokens_challenged(struct tokens *tk, const char *registry)
+{
+	bool known;
+
+	pthread_mutex_lock(&tk->lock);
+	known = challenge_find(tk, registry) != NULL;
+	pthread_mutex_unlock(&tk->lock);
+	return known;
+}
+
 static void challenge_free(struct challenge *c)
 {
 	free(c->registry);

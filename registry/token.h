@@ -19,6 +19,10 @@ struct tokens;
 struct tokens *tokens_new(struct transport *tp, const char *authfile);
 void tokens_free(struct tokens *tk);
 
+/* Has @registry challenged us (Bearer or Basic) yet? Then its scheme
+ * and challenge are known, and requests may go to it in parallel. */
+bool tokens_challenged(struct tokens *tk, const char *registry);
+
 /* The hooks for struct req.authn, answering from @tk. */
 void tokens_auth(struct tokens *tk, struct req_auth *out);
 
