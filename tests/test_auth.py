@@ -575,6 +575,33 @@ def test_token_one_challenge_per_registry(content, token_server, token_registry,
     assert len(scopes) == len(set(scopes)), scopes
 
 
+def test_token_first_readings_overlap(content, token_server, token_registry, mount_factory,
+                                     tmp_path):
+    """On a fresh mount the readings of a path wait only for the registry's
+    first 401, not for the first reading's answer: the proxy holds the
+    answer to `demo:hello` with a token until the request for
+    `demo/hello:1.0` has come (10 s at most), which a one-after-the-other
+    resolution never sends in time. Same requests as before: only the first
+    reading is challenged, each scope is asked for once."""
+    _, pushed = content
+    proxy = FaultProxy(token_registry.url)
+    try:
+        proxy.add(r"/v2/demo/manifests/hello", "await", until=r"/v2/demo/hello/manifests/1\.0",
+                  hold=10)
+        m = mount_factory(opts=["registry=" + proxy.host], env=isolated_env(tmp_path))
+        d, _ = demo_paths(m, proxy.host, pushed)
+        assert read(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+        held = [s for s in proxy.seen(r"/v2/demo/manifests/hello") if s.awaited is not None]
+        assert held and all(s.awaited for s in held), [(s.status, s.awaited) for s in held]
+        got = proxy.seen(r"/v2/.+")
+        assert {s.path for s in got if s.status == 401} == {"/v2/demo/manifests/hello"}, \
+            [(s.path, s.status) for s in got]
+        scopes = [s for r in token_server.requests for s in r.scopes]
+        assert len(scopes) == len(set(scopes)), scopes
+    finally:
+        proxy.stop()
+
+
 def test_token_failure_is_shared(content, token_server, registry_factory, mount_factory,
                                  tmp_path):
     """Concurrent requests needing the same token share one fetch and also its
