@@ -1,8 +1,11 @@
 /* artifacts.c - owns the artifact views: one per registry/repo@digest,
  * built from manifests fetched and verified against their digest (an
  * index is resolved to this platform's manifest). One lock,
- * artifacts.lock, guards the list and each artifact's fallback and layout
- * fields; the views themselves are immutable. */
+ * artifacts.lock, guards the LRU list, the totals, each artifact's
+ * references and its fallback and layout fields; the views themselves are
+ * immutable. Beyond the bounds the least recently used are taken off the
+ * list (freed once no request holds them) and resolved again when next
+ * looked up: one manifest request, or none from the blob cache. */
 #include "artifacts.h"
 
 #include <ctype.h>
@@ -28,16 +31,22 @@
 
 struct artifacts {
 	pthread_mutex_t lock;
-	struct artifact *head;	/* lock */
+	struct artifact *head, *tail;	/* lock: most recently used first */
+	size_t n;			/* lock: on the list */
+	uint64_t bytes;			/* lock: their manifest bytes */
+	size_t max;			/* 0: unbounded; read-only */
+	uint64_t max_bytes;		/* 0: unbounded; read-only */
 };
 
-int artifacts_new(struct artifacts **out)
+int artifacts_new(size_t max, uint64_t max_bytes, struct artifacts **out)
 {
 	struct artifacts *as = calloc(1, sizeof(*as));
 
 	if (!as)
 		return -ENOMEM;
 	pthread_mutex_init(&as->lock, NULL);
+	as->max = max;
+	as->max_bytes = max_bytes;
 	*out = as;
 	return 0;
 }
@@ -55,36 +64,133 @@ static void artifact_free(struct artifact *a)
 	free(a);
 }
 
-void artifacts_free(struct artifacts *as)
-{
-	if (!as)
-		return;
-	while (as->head) {
-		struct artifact *a = as->head;
-		as->head = a->next;
-		artifact_free(a);
-	}
-	pthread_mutex_destroy(&as->lock);
-	free(as);
-}
-
 static void warn_log(void *arg, bool expected, const char *msg)
 {
 	log_msg(expected ? LOG_INFO : LOG_WARNING, "%s: %s", (const char *)arg, msg);
 }
 
+/* artifacts.lock held. */
+static void lru_unlink(struct artifacts *as, struct artifact *a)
+{
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		as->head = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	else
+		as->tail = a->prev;
+	a->prev = a->next = NULL;
+}
+
+/* artifacts.lock held. */
+static void lru_push(struct artifacts *as, struct artifact *a)
+{
+	a->prev = NULL;
+	a->next = as->head;
+	if (as->head)
+		as->head->prev = a;
+	else
+		as->tail = a;
+	as->head = a;
+}
+
+/* Take the least recently used off the list while over a bound (never
+ * @keep, just published); those no request holds are returned in a chain
+ * through ->next to be freed outside the lock. artifacts.lock held. */
+static struct artifact *lru_trim(struct artifacts *as, const struct artifact *keep)
+{
+	struct artifact *dead = NULL, *a = as->tail;
+
+	while (a && ((as->max && as->n > as->max) ||
+		     (as->max_bytes && as->bytes > as->max_bytes))) {
+		struct artifact *prev = a->prev;
+		if (a != keep) {
+			lru_unlink(as, a);
+			as->n--;
+			as->bytes -= a->bytes;
+			a->evicted = true;
+			if (!a->refs) {
+				a->next = dead;
+				dead = a;
+			}
+		}
+		a = prev;
+	}
+	return dead;
+}
+
+static void free_chain(struct artifact *a)
+{
+	while (a) {
+		struct artifact *next = a->next;
+		artifact_free(a);
+		a = next;
+	}
+}
+
+void artifacts_free(struct artifacts *as)
+{
+	if (!as)
+		return;
+	free_chain(as->head);	/* no request is left at unmount */
+	pthread_mutex_destroy(&as->lock);
+	free(as);
+}
+
+void artifact_put(struct tree *t, struct artifact *a)
+{
+	bool dead;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&t->arts->lock);
+	dead = --a->refs == 0 && a->evicted;
+	pthread_mutex_unlock(&t->arts->lock);
+	if (dead)
+		artifact_free(a);
+}
+
+/* artifacts.lock held: the listed one for repo@digest, or NULL. */
+static struct artifact *lru_find(struct artifacts *as, const char *reg, const char *repo,
+				 const char *digest)
+{
+	struct artifact *a;
+
+	for (a = as->head; a; a = a->next)
+		if (!strcmp(a->digest, digest) && !strcmp(a->repo, repo) &&
+		    !strcmp(a->registry, reg))
+			break;
+	return a;
+}
+
+/* The artifact for repo@digest in memory, with a reference, or NULL. */
 static struct artifact *artifact_find(struct tree *t, const char *reg, const char *repo,
 				      const char *digest)
 {
 	struct artifact *a;
 
 	pthread_mutex_lock(&t->arts->lock);
-	for (a = t->arts->head; a; a = a->next)
-		if (!strcmp(a->digest, digest) && !strcmp(a->repo, repo) &&
-		    !strcmp(a->registry, reg))
-			break;
+	a = lru_find(t->arts, reg, repo, digest);
+	if (a) {
+		a->refs++;
+		lru_unlink(t->arts, a);
+		lru_push(t->arts, a);
+	}
 	pthread_mutex_unlock(&t->arts->lock);
 	return a;
+}
+
+/* Is repo@digest in memory? */
+static bool artifact_listed(struct tree *t, const char *reg, const char *repo,
+			    const char *digest)
+{
+	bool listed;
+
+	pthread_mutex_lock(&t->arts->lock);
+	listed = lru_find(t->arts, reg, repo, digest) != NULL;
+	pthread_mutex_unlock(&t->arts->lock);
+	return listed;
 }
 
 /* Manifest bytes for repo@digest, verified: from the cache, else from the
@@ -205,7 +311,7 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 			    const char *content_type, const char *what, struct artifact **out)
 {
 	struct manifest *top = NULL, *child = NULL;
-	struct artifact *a, *b;
+	struct artifact *a, *b, *dead = NULL;
 	char *cbody = NULL, *ctype = NULL;
 	const char *cdigest = NULL;
 	size_t clen = 0;
@@ -266,18 +372,20 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 		log_msg(LOG_WARNING, "%s: the index has no manifest for %s; it offers: %s", what,
 			p, a->v->offered[0] ? a->v->offered : "no platforms");
 	}
+	a->bytes = len + clen;
 	pthread_mutex_lock(&t->arts->lock);
-	for (b = t->arts->head; b; b = b->next)
-		if (!strcmp(b->digest, digest) && !strcmp(b->repo, repo) &&
-		    !strcmp(b->registry, reg))
-			break;
+	b = lru_find(t->arts, reg, repo, digest);
 	if (!b) {
-		a->next = t->arts->head;
-		t->arts->head = a;
+		lru_push(t->arts, a);
+		t->arts->n++;
+		t->arts->bytes += a->bytes;
+		dead = lru_trim(t->arts, a);
 		b = a;
 		a = NULL;
 	}
+	b->refs++;
 	pthread_mutex_unlock(&t->arts->lock);
+	free_chain(dead);
 	if (a) {
 		artifact_free(a);	/* another thread won the race */
 	} else {
@@ -411,11 +519,13 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 		goto out_free;
 	}
 	blobcache_digest_of(rm.body, rm.len, got);
-	if (!artifact_find(t, reg, repo, got)) {
+	if (!artifact_listed(t, reg, repo, got)) {
+		struct artifact *pub = NULL;
 		ret = blobcache_put(t->bc, got, rm.body, rm.len);
 		if (ret == 0)
 			ret = artifact_publish(t, reg, repo, got, rm.body, rm.len,
-					       rm.content_type, what, out);
+					       rm.content_type, what, &pub);
+		artifact_put(t, pub);	/* taken again just below */
 		/* Refused by the policy: the tag answer stands (and the
 		 * verdict is kept), so asking again costs no request. */
 		if (ret == -EKEYREJECTED)
@@ -466,7 +576,7 @@ int artifact_known(struct tree *t, const char *reg, const char *repo, const char
 	int ret;
 
 	if (!strncmp(ref, "sha256:", 7))
-		return artifact_find(t, reg, repo, ref) ? 1 : -EAGAIN;
+		return artifact_listed(t, reg, repo, ref) ? 1 : -EAGAIN;
 	if (tags_lookup(t, reg, repo, "", &d, &exists) == 1 && !d)
 		return 0;
 	free(d);

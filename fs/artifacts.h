@@ -4,15 +4,22 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct tree;
 struct aview;
 struct artifacts;
 
-/* A resolved reference and its view. Immutable once published; lives as
- * long as the tree (manifests are small and content-addressed). */
+/* A resolved reference and its view. Immutable once published; kept,
+ * most recently used first, within artifacts_max and artifacts_max_bytes
+ * (tree_opts). Each holder of a pointer beyond artifacts.lock holds a
+ * reference (artifact_put() drops it), so eviction frees only one no
+ * request is using. */
 struct artifact {
-	struct artifact *next;	/* artifacts.lock */
+	struct artifact *prev, *next;	/* artifacts.lock: the LRU list */
+	unsigned refs;		/* artifacts.lock */
+	bool evicted;		/* artifacts.lock: off the list, freed at refs 0 */
+	size_t bytes;		/* manifest bytes counted against the bound */
 	char *registry, *repo;
 	char *digest;		/* what the reference resolved to */
 	struct aview *v;
@@ -24,16 +31,21 @@ struct artifact {
 	struct aview *layout;	/* artifacts.lock: artifact_layout() */
 };
 
-int artifacts_new(struct artifacts **out);
+/* Keep at most @max artifacts and @max_bytes of their manifests
+ * (0: unbounded). */
+int artifacts_new(size_t max, uint64_t max_bytes, struct artifacts **out);
 void artifacts_free(struct artifacts *as);
 
 /* The artifact for repo@digest: from memory, the blob cache, or the
- * registry (verified against the digest). 0 and *out (borrowed, valid
- * for the tree's life), or -errno. */
+ * registry (verified against the digest). 0 and *out (a reference: drop
+ * it with artifact_put()), or -errno. */
 int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
 		       const char *digest, struct artifact **out);
 
-/* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
+/* Drop a reference taken by artifact_by_*() (NULL: nothing). */
+void artifact_put(struct tree *t, struct artifact *a);
+
+/* Resolve repo:tag. Returns 1 with *out (a reference) for a tag, 0 when the registry
  * says there is no such tag (*repo_exists tells whether the repository
  * is there), or -errno. A registry that cannot be reached is answered from
  * the last known digest (stale-if-error). Seed 002: "0.0.1" resolves to
@@ -45,7 +57,7 @@ int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char 
 /* The complete OCI image layout of @a, every platform (artifact.h),
  * built on first use: reads every platform's manifest of an index (from
  * the cache, else the registry), no config or layer. 0 and *out
- * (borrowed, valid for the tree's life), or -errno. */
+ * (owned by @a, valid while its reference is held), or -errno. */
 int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out);
 
 /* What the caches say of repo:ref (tag or digest) without asking: 1 an

@@ -161,7 +161,7 @@ int tree_open(struct tree *t, const char *path, struct tree_file **out)
 	ret = target_new(t, path, 0, &g);
 	if (ret == 0) {
 		ret = do_open(t, g, f);
-		free(g);
+		target_free(t, g);
 	}
 	if (ret < 0) {
 		if (f->pin[0])

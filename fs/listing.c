@@ -355,7 +355,7 @@ int tree_opendir(struct tree *t, const char *path, struct tree_dir **out)
 		ret = -ENOTDIR;
 		break;
 	}
-	free(g);
+	target_free(t, g);
 	if (ret < 0)
 		goto out_free;
 	dir_finish(d);

@@ -40,6 +40,8 @@ struct options {
 	char *max_extract;
 	unsigned long long max_entries;
 	char *cache_max;
+	unsigned artifacts_max;
+	char *artifacts_max_bytes;
 	int cache_info;
 	int cache_prune;
 	char *prune_age;
@@ -79,6 +81,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("max_extract=%s", max_extract),
 	OPT("max_entries=%llu", max_entries),
 	OPT("cache_max=%s", cache_max),
+	OPT("artifacts_max=%u", artifacts_max),
+	OPT("artifacts_max_bytes=%s", artifacts_max_bytes),
 	OPT("--cache-info", cache_info),
 	OPT("--cache-prune", cache_prune),
 	OPT("--cache-prune=%s", prune_age),
@@ -484,6 +488,10 @@ static void usage(const char *prog)
 	       "    -o max_entries=N       cap on entries in one archive layer (default 100000)\n"
 	       "    -o cache_max=SIZE      evict least recently used blobs beyond SIZE\n"
 	       "                           (default: unbounded; K, M, G, T suffixes)\n"
+	       "    -o artifacts_max=N     parsed manifests kept in memory, least recently\n"
+	       "                           used dropped first (default 2048; 0: unbounded)\n"
+	       "    -o artifacts_max_bytes=SIZE\n"
+	       "                           their manifest bytes kept (default 64M)\n"
 	       "    -o share=none|cached|all\n"
 	       "                           with allow_other: what other users reach: nothing,\n"
 	       "                           what the mount holds, or all as you (default none)\n"
@@ -744,7 +752,7 @@ static char *default_cache(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .tag_ttl = 60, .timeout = 30, .retries = 3,
+	struct options o = { .artifacts_max = 2048, .tag_ttl = 60, .timeout = 30, .retries = 3,
 			     .max_threads = WORKERS_DEFAULT };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -839,6 +847,14 @@ int main(int argc, char *argv[])
 		ret = 1;
 		goto out_args;
 	}
+	long long arts_bytes = o.artifacts_max_bytes ? parse_size(o.artifacts_max_bytes) :
+						       64LL << 20;
+	if (arts_bytes < 0) {
+		fprintf(stderr, "ocifs: -o artifacts_max_bytes=%s: not a size\n",
+			o.artifacts_max_bytes);
+		ret = 1;
+		goto out_args;
+	}
 
 	enum share_mode share = SHARE_NONE;
 	if (o.share && share_parse(o.share, &share) < 0) {
@@ -909,6 +925,8 @@ int main(int argc, char *argv[])
 		.platform = plat,
 		.limits = lim,
 		.cache_max = (uint64_t)cache_max,
+		.artifacts_max = o.artifacts_max,
+		.artifacts_max_bytes = (uint64_t)arts_bytes,
 		.mirrors = (const char *const *)o.mirrors,
 		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
 		.mirror_backoff = o.mirror_backoff,
@@ -1005,6 +1023,7 @@ out_args:
 	free(o.platform);
 	free(o.max_extract);
 	free(o.cache_max);
+	free(o.artifacts_max_bytes);
 	free(o.prune_age);
 	fuse_opt_free_args(&args);
 	return ret;

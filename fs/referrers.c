@@ -334,6 +334,7 @@ int referrers_resolve(struct tree *t, const char *sub, unsigned flags, struct re
 	ret = artifact_by_digest(t, r->reg, r->name, digest, &ref);
 	if (ret < 0)
 		return ret == -EKEYREJECTED ? -EACCES : ret;
+	artifact_put(t, r->art);
 	r->art = ref;
 	memmove(r->inner, slash ? slash + 1 : "", strlen(slash ? slash + 1 : "") + 1);
 	return 0;

@@ -328,6 +328,7 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 				tags_store(t, r->reg, q[j].name, "", NULL, false);
 		r->kind = R_ARTIFACT;
 		r->art = q[i].art;
+		q[i].art = NULL;
 		snprintf(r->name, sizeof(r->name), "%s", q[i].name);
 		join(r->inner, sizeof(r->inner), c, q[i].k + 2, n, false);
 		ret = 0;
@@ -337,6 +338,8 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 		ret = first_err;
 		goto out_free;
 	}
+	for (size_t i = 0; i < m; i++)
+		artifact_put(t, q[i].art);
 	free(q);
 	q = NULL;
 	if (invalid)
@@ -367,6 +370,8 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 	}
 	return 0;
 out_free:
+	for (size_t i = 0; q && i < m; i++)
+		artifact_put(t, q[i].art);	/* the readings not taken */
 	free(q);
 	return ret;
 }

@@ -107,7 +107,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	if (ret == 0)
 		ret = dircache_new(&t->dc);
 	if (ret == 0)
-		ret = artifacts_new(&t->arts);
+		ret = artifacts_new(o->artifacts_max, o->artifacts_max_bytes, &t->arts);
 	if (ret == 0)
 		ret = openfiles_new(o->max_waiting_opens, &t->files);
 	if (ret == 0)
@@ -181,6 +181,7 @@ static int target_get(struct tree *t, const char *path, unsigned flags, struct t
 	char full[4096];
 	int ret;
 
+	memset(&g->r, 0, sizeof(g->r));
 	g->e = NULL;
 	g->view = NULL;
 	g->rest = NULL;
@@ -257,6 +258,14 @@ static void bind_interrupts(struct tree *t)
 	regclient_cancel_bind(&thread_cancel);
 }
 
+void target_free(struct tree *t, struct target *g)
+{
+	if (!g)
+		return;
+	artifact_put(t, g->r.art);
+	free(g);
+}
+
 int target_new(struct tree *t, const char *path, unsigned flags, struct target **out)
 {
 	struct target *g = malloc(sizeof(*g));
@@ -267,7 +276,7 @@ int target_new(struct tree *t, const char *path, unsigned flags, struct target *
 	bind_interrupts(t);
 	ret = target_get(t, path, flags, g);
 	if (ret < 0) {
-		free(g);
+		target_free(t, g);
 		return ret;
 	}
 	*out = g;
@@ -314,7 +323,7 @@ int tree_getattr(struct tree *t, const char *path, struct tree_attr *out)
 		dir_attr(out);
 	}
 out_free:
-	free(g);
+	target_free(t, g);
 	return ret;
 }
 int tree_check_root(struct tree *t)
@@ -323,7 +332,7 @@ int tree_check_root(struct tree *t)
 	int ret = target_new(t, "/", 0, &g);
 
 	if (ret == 0)
-		free(g);
+		target_free(t, g);
 	return ret;
 }
 
@@ -364,7 +373,7 @@ int tree_readlink(struct tree *t, const char *path, char *buf, size_t size)
 	}
 	buf[n] = '\0';
 out_free:
-	free(g);
+	target_free(t, g);
 	return ret;
 }
 
@@ -468,7 +477,7 @@ int tree_getxattr(struct tree *t, const char *path, const char *name, char *buf,
 	if (val)
 		ret = put_xattr(val, buf, size);
 out_free:
-	free(g);
+	target_free(t, g);
 	return ret;
 }
 

@@ -38,6 +38,8 @@ struct tree_opts {
 	struct oci_platform platform;	/* whose binaries to show */
 	struct tarx_limits limits;	/* for extracting archive layers */
 	uint64_t cache_max;		/* bytes, 0 = unbounded */
+	unsigned artifacts_max;		/* artifact views kept, 0 = unbounded */
+	uint64_t artifacts_max_bytes;	/* their manifest bytes, 0 = unbounded */
 	/* -o verify=cosign: keys (cosign.h), or NULL: show everything.
 	 * tree_new() takes them, also when it fails. */
 	struct cosign_keys *verify_keys;

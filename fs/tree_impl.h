@@ -87,7 +87,9 @@ struct target {
 };
 
 /* Resolve mount path @path into a heap target (it is large); the caller
- * frees it. @flags: RESOLVE_*. 0 or -errno. */
+ * frees it with target_free() (which drops its artifact's reference).
+ * @flags: RESOLVE_*. 0 or -errno. */
 int target_new(struct tree *t, const char *path, unsigned flags, struct target **out);
+void target_free(struct tree *t, struct target *g);
 
 #endif

@@ -206,3 +206,77 @@ def test_times_come_from_content(registry_factory, mount_factory, tmp_path):
     run(["rsync", "-a", src[0], dest])
     out = run(["rsync", "-a", "--stats", src[1], dest]).stdout.decode()
     assert "Number of regular files transferred: 0" in out, out
+
+
+# --- bounded artifact views (-o artifacts_max) --------------------------------
+
+def push_many(reg, n):
+    c = Client(reg.host)
+    return [push_artifact(c, "lru/r%d" % i, ["1"], files=[("f", b"artifact %d\n" % i * 500)])
+            for i in range(n)]
+
+
+def read_f(m, reg, i):
+    with open(os.path.join(m.path, reg.host, "lru", "r%d" % i, "1", "f"), "rb") as f:
+        return f.read()
+
+
+def test_evicted_artifact_is_resolved_again(registry_factory, mount_factory):
+    """Beyond artifacts_max the least recently used view is dropped: reading
+    it again asks for its manifest once (its copy in the blob cache removed
+    here, so that the request shows); one still kept costs nothing."""
+    reg = registry_factory()
+    pushed = push_many(reg, 10)
+    m = mount_factory(opts=["registry=" + reg.host, "artifacts_max=4"])
+    for i in range(10):
+        assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
+    for p in pushed:
+        os.unlink(os.path.join(m.cache, "blobs", "sha256", p.hex))
+    mark = reg.mark()
+    assert read_f(m, reg, 0) == b"artifact 0\n" * 500
+    assert reg.count({"GET", "HEAD"}, r"/v2/lru/r0/manifests/.*", since=mark) == 1
+    mark = reg.mark()
+    assert read_f(m, reg, 9) == b"artifact 9\n" * 500
+    assert reg.count({"GET", "HEAD"}, r"/v2/lru/.*/manifests/.*", since=mark) == 0
+
+
+def test_open_file_outlives_eviction(registry_factory, mount_factory):
+    reg = registry_factory()
+    push_many(reg, 10)
+    m = mount_factory(opts=["registry=" + reg.host, "artifacts_max=2"])
+    want = b"artifact 0\n" * 500
+    with open(os.path.join(m.path, reg.host, "lru", "r0", "1", "f"), "rb") as f:
+        head = f.read(100)
+        d = os.open(os.path.join(m.path, reg.host, "lru", "r0", "1"), os.O_RDONLY)
+        for i in range(1, 10):
+            assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
+        assert sorted(os.listdir(d)) == sorted(os.listdir(
+            os.path.join(m.path, reg.host, "lru", "r0", "1")))
+        os.close(d)
+        assert head + f.read() == want
+
+
+def test_eviction_under_concurrent_reads(registry_factory, mount_factory):
+    """Threads reading more artifacts than are kept: every read is right
+    (under ASan this is the use-after-free check of the references)."""
+    reg = registry_factory()
+    push_many(reg, 10)
+    m = mount_factory(opts=["registry=" + reg.host, "artifacts_max=2"])
+    errors = []
+
+    def reader(seed):
+        rnd = random.Random(seed)
+        for _ in range(30):
+            i = rnd.randrange(10)
+            try:
+                if read_f(m, reg, i) != b"artifact %d\n" % i * 500:
+                    errors.append(i)
+            except OSError as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
