@@ -489,8 +489,11 @@ int signatures_check(struct tree *t, const char *reg, const char *repo, const ch
 	if (ret == -ENOMEM)
 		return ret;
 	if (c.transport_err) {
-		/* Not a verdict: nothing is shown, and the next look asks again. */
-		log_msg(LOG_ERR, "%s: not shown (verify=cosign): signatures could not be looked "
+		/* Not a verdict: nothing is shown, and the next look asks again.
+		 * Another user's look under -o share=cached asks no registry by
+		 * design: no error of the mount's. */
+		log_msg(t->may_fetch && !t->may_fetch() ? LOG_DEBUG : LOG_ERR,
+			"%s: not shown (verify=cosign): signatures could not be looked "
 			"up: %s", what, c.rep.text);
 		return c.transport_err;
 	}

@@ -419,3 +419,29 @@ def test_share_all_lends_the_mounting_users_reach(shared, pushed):
     assert got[0] == (0, "classified\n")
     assert any(s.headers.get("Authorization") == BASIC for s in listener.log), \
         [s.headers for s in listener.log]
+
+
+def test_share_cached_verify_logs_no_error_for_another_users_look(
+        shared, pushed, mount_factory, tmp_path):
+    """With -o share=cached and -o verify=, another user's look at an artifact
+    whose manifest the cache holds, unverified, asks nothing and shows
+    nothing; that is the policy working, not an error of the mount's."""
+    from fixtures.cosign import Key
+    key = Key.generate("ecdsa")
+    pub = key.write_pub(tmp_path / "k.pub")
+    _, reg, _ = shared(None)    # the Basic-auth registry and its login
+    cache = tmp_path / "shared-cache"
+    env = {"HOME": str(tmp_path / "home"), "DOCKER_CONFIG": None, "REGISTRY_AUTH_FILE": None,
+           "XDG_RUNTIME_DIR": None, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    first = mount_factory(opts=["registry=" + reg.host], cache=cache, env=env)
+    with open(os.path.join(first.path, reg.host, "demo/pub/1/hello.txt"), "rb") as f:
+        assert f.read() == b"hello\n"
+    first.unmount()
+    m = mount_factory(opts=["registry=" + reg.host, "allow_other", "share=cached",
+                            "verify=cosign:" + str(pub)], cache=cache, env=env)
+    since = reg.mark()
+    p = os.path.join(m.path, reg.host, "demo/pub", pushed["demo"].digest, "hello.txt")
+    got = as_other(("read", p))
+    assert got[0][0] in (errno.EACCES, errno.ENOENT), got
+    assert reg.requests(since=since) == []
+    assert "verify=cosign" not in m.log_text(), m.log_text()
