@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "artifact.h"
 #include "blobcache.h"
@@ -29,6 +30,21 @@
 #include "stats.h"
 #include "tree_impl.h"
 
+/* One lookup of a reference that is not in memory (the GET by tag, or the
+ * manifest by digest, and the view built from it) in flight: every other
+ * lookup of the same reference waits for it and takes its outcome, failure
+ * included, so N threads cost one request, not N (nor N timeouts). */
+struct mflight {
+	struct mflight *next;	/* artifacts.lock: artifacts.flights */
+	char *key;		/* "reg/repo:tag" or "reg/repo@digest" */
+	unsigned holders;	/* the leader and its waiters */
+	bool done;
+	int ret;		/* once done: the lookup's answer ... */
+	bool repo_exists;	/* ... */
+	struct artifact *a;	/* ... with a reference for each waiter */
+	pthread_cond_t cond;
+};
+
 struct artifacts {
 	pthread_mutex_t lock;
 	struct artifact *head, *tail;	/* lock: most recently used first */
@@ -36,6 +52,7 @@ struct artifacts {
 	uint64_t bytes;			/* lock: their manifest bytes */
 	size_t max;			/* 0: unbounded; read-only */
 	uint64_t max_bytes;		/* 0: unbounded; read-only */
+	struct mflight *flights;	/* lock: as many as lookups in progress */
 };
 
 int artifacts_new(size_t max, uint64_t max_bytes, struct artifacts **out)
@@ -149,6 +166,153 @@ void artifact_put(struct tree *t, struct artifact *a)
 	pthread_mutex_unlock(&t->arts->lock);
 	if (dead)
 		artifact_free(a);
+}
+
+/* A lookup run by single_flight(): 0 or 1 with *out (a reference, or
+ * NULL) and *repo_exists as artifact_by_*() answer, or -errno. */
+typedef int (*lookup_fn)(struct tree *t, void *arg, struct artifact **out, bool *repo_exists);
+
+#define FLIGHT_RETRIES 8	/* leaders interrupted while we waited */
+
+/* Wait under artifacts.lock for @f to be done: 0, or -EINTR once this
+ * request is interrupted (asked about once a second), as the blob cache's
+ * waiters do. */
+static int mflight_wait(struct tree *t, struct mflight *f)
+{
+	while (!f->done) {
+		struct timespec ts;
+
+		if (!t->interrupted) {
+			pthread_cond_wait(&f->cond, &t->arts->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec++;
+		pthread_cond_timedwait(&f->cond, &t->arts->lock, &ts);
+		if (!f->done && t->interrupted())
+			return -EINTR;
+	}
+	return 0;
+}
+
+/* artifacts.lock held: the lookup of @key in flight, or a new one led by
+ * the caller (*lead set; NULL on ENOMEM). */
+static struct mflight *mflight_get(struct artifacts *as, const char *key, bool *lead)
+{
+	struct mflight *f;
+	pthread_condattr_t ca;
+
+	for (f = as->flights; f; f = f->next)
+		if (!strcmp(f->key, key)) {
+			f->holders++;
+			*lead = false;
+			return f;
+		}
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->key = strdup(key))) {
+		free(f);
+		return NULL;
+	}
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	f->holders = 1;
+	f->next = as->flights;
+	as->flights = f;
+	*lead = true;
+	return f;
+}
+
+/* artifacts.lock held: the lookup @f is done with @ret, @a, @exists; each
+ * waiter gets a reference of its own. */
+static void mflight_land(struct artifacts *as, struct mflight *f, int ret, struct artifact *a,
+			 bool exists)
+{
+	struct mflight **pp;
+
+	for (pp = &as->flights; *pp != f; pp = &(*pp)->next)
+		;
+	*pp = f->next;
+	f->done = true;
+	f->ret = ret;
+	f->repo_exists = exists;
+	f->a = ret < 0 ? NULL : a;
+	if (f->a)
+		f->a->refs += f->holders - 1;
+	pthread_cond_broadcast(&f->cond);
+}
+
+/* artifacts.lock held; the last holder frees @f after the unlock. */
+static bool mflight_leave(struct mflight *f)
+{
+	return --f->holders == 0;
+}
+
+static void mflight_free(struct mflight *f)
+{
+	if (!f)
+		return;
+	pthread_cond_destroy(&f->cond);
+	free(f->key);
+	free(f);
+}
+
+/* Run @fn for @key once however many lookups ask at the same time: the
+ * first runs it, the others wait and share its answer, failure included.
+ * A waiter whose own request is interrupted leaves with -EINTR; one whose
+ * leader's request was asks again. */
+static int single_flight(struct tree *t, const char *key, lookup_fn fn, void *arg,
+			 struct artifact **out, bool *repo_exists)
+{
+	struct artifacts *as = t->arts;
+	unsigned tries = 0;
+	struct artifact *a;
+	struct mflight *f;
+	bool lead, exists, last;
+	int ret;
+
+	/* Another user's request asks no registry (reg_gate()): nothing
+	 * to share, and it must not answer for the mount's owner's. */
+	if (t->may_fetch && !t->may_fetch())
+		return fn(t, arg, out, repo_exists);
+again:
+	a = NULL;
+	exists = false;
+	pthread_mutex_lock(&as->lock);
+	f = mflight_get(as, key, &lead);
+	pthread_mutex_unlock(&as->lock);
+	if (!f)
+		return fn(t, arg, out, repo_exists);	/* alone, then */
+	if (lead) {
+		ret = fn(t, arg, &a, &exists);
+		pthread_mutex_lock(&as->lock);
+		mflight_land(as, f, ret, a, exists);
+	} else {
+		stats_manifest_wait(t->stats, 1);
+		pthread_mutex_lock(&as->lock);
+		ret = mflight_wait(t, f);
+		if (ret == 0) {
+			ret = f->ret;
+			exists = f->repo_exists;
+			a = f->a;	/* its reference was taken for us */
+		}
+	}
+	last = mflight_leave(f);
+	pthread_mutex_unlock(&as->lock);
+	if (last)
+		mflight_free(f);
+	if (!lead) {
+		stats_manifest_wait(t->stats, -1);
+		if (ret == -EINTR && tries++ < FLIGHT_RETRIES &&
+		    !(t->interrupted && t->interrupted()))
+			goto again;
+	}
+	if (ret >= 0) {
+		*out = a;
+		*repo_exists = exists;
+	}
+	return ret;
 }
 
 /* artifacts.lock held: the listed one for repo@digest, or NULL. */
@@ -404,22 +568,43 @@ out_body:
 	return ret;
 }
 
+struct digest_job {
+	const char *reg, *repo, *digest;
+	const char *what;
+};
+
+/* The artifact for repo@digest from the cache or the registry. */
+static int digest_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists)
+{
+	struct digest_job *j = arg;
+	char *body = NULL, *ctype = NULL;
+	size_t len = 0;
+	int ret;
+
+	(void)repo_exists;
+	/* It may have landed while we waited to lead. */
+	if ((*out = artifact_find(t, j->reg, j->repo, j->digest)))
+		return 0;
+	ret = manifest_bytes(t, j->reg, j->repo, j->digest, &body, &len, &ctype);
+	if (ret == 0)
+		ret = artifact_publish(t, j->reg, j->repo, j->digest, body, len, ctype, j->what,
+				       out);
+	free(body);
+	free(ctype);
+	return ret;
+}
+
 int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
 		       const char *digest, struct artifact **out)
 {
-	char what[1600], *body = NULL, *ctype = NULL;
-	size_t len = 0;
-	int ret;
+	char what[1600];
+	struct digest_job j = { reg, repo, digest, what };
+	bool exists;
 
 	if ((*out = artifact_find(t, reg, repo, digest)))
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	ret = manifest_bytes(t, reg, repo, digest, &body, &len, &ctype);
-	if (ret == 0)
-		ret = artifact_publish(t, reg, repo, digest, body, len, ctype, what, out);
-	free(body);
-	free(ctype);
-	return ret;
+	return single_flight(t, what, digest_job, &j, out, &exists);
 }
 
 /* GET the manifest of repo:tag into @rm; one that does not hash to the
@@ -454,40 +639,49 @@ static int tag_manifest(struct tree *t, const char *reg, const char *repo, const
 	}
 }
 
-/* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
- * says there is no such tag (*repo_exists tells whether the repository
- * is there), or -errno. A registry that cannot be reached is answered from
- * the last known digest (stale-if-error). */
-static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
-			   const char *tag, struct artifact **out, bool *repo_exists)
+/* What the caches say of repo:tag: 1 with *out for a tag, 0 "not a tag"
+ * (*repo_exists set), -EAGAIN when the registry is to be asked (*stale:
+ * the last digest known, or NULL; the caller frees it), or -errno. */
+static int tag_cached(struct tree *t, const char *reg, const char *repo, const char *tag,
+		      struct artifact **out, bool *repo_exists, char **stale)
 {
-	struct reg_manifest rm = { 0 };
-	struct reg_error err;
-	char what[1600], got[72], *stale = NULL;
 	bool exists = false;
 	int ret;
 
+	*stale = NULL;
 	/* A namespace above a repository (resolve.c): no tag of its own. */
-	if (tags_lookup(t, reg, repo, "", &stale, &exists) == 1 && !stale) {
+	if (tags_lookup(t, reg, repo, "", stale, &exists) == 1 && !*stale) {
 		*repo_exists = false;
 		return 0;
 	}
-	free(stale);
-	stale = NULL;
-	ret = tags_lookup(t, reg, repo, tag, &stale, &exists);
+	free(*stale);
+	*stale = NULL;
+	ret = tags_lookup(t, reg, repo, tag, stale, &exists);
 	if (ret < 0)
 		return ret;
-	if (ret == 1) {
-		if (!stale) {
-			*repo_exists = exists;
-			return 0;
-		}
-		ret = artifact_by_digest(t, reg, repo, stale, out);
-		free(stale);
-		return ret < 0 ? ret : 1;
+	if (ret == 0)
+		return -EAGAIN;
+	if (!*stale) {
+		*repo_exists = exists;
+		return 0;
 	}
+	ret = artifact_by_digest(t, reg, repo, *stale, out);
+	free(*stale);
+	*stale = NULL;
+	return ret < 0 ? ret : 1;
+}
 
-	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
+/* Ask the registry for repo:tag (@stale: the last digest known, or NULL)
+ * and answer as artifact_by_tag(). */
+static int tag_fetch(struct tree *t, const char *reg, const char *repo, const char *tag,
+		     const char *stale, const char *what, struct artifact **out,
+		     bool *repo_exists)
+{
+	struct reg_manifest rm = { 0 };
+	struct reg_error err;
+	char got[72];
+	int ret;
+
 	ret = tag_manifest(t, reg, repo, tag, what, &rm, &err);
 	if (ret == -ENOENT) {
 		*repo_exists = !strcmp(err.code, "MANIFEST_UNKNOWN");
@@ -525,21 +719,62 @@ static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
 		if (ret == 0)
 			ret = artifact_publish(t, reg, repo, got, rm.body, rm.len,
 					       rm.content_type, what, &pub);
-		artifact_put(t, pub);	/* taken again just below */
 		/* Refused by the policy: the tag answer stands (and the
 		 * verdict is kept), so asking again costs no request. */
 		if (ret == -EKEYREJECTED)
 			tags_store(t, reg, repo, tag, got, true);
 		if (ret < 0)
 			goto out_free;
+		tags_store(t, reg, repo, tag, got, true);
+		*out = pub;
+		ret = 1;
+		goto out_free;
 	}
 	tags_store(t, reg, repo, tag, got, true);
 	ret = artifact_by_digest(t, reg, repo, got, out);
 	ret = ret < 0 ? ret : 1;
 out_free:
-	free(stale);
 	reg_manifest_release(&rm);
 	return ret;
+}
+
+struct tag_job {
+	const char *reg, *repo, *tag;
+	const char *what;
+};
+
+static int tag_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists)
+{
+	struct tag_job *j = arg;
+	char *stale = NULL;
+	int ret;
+
+	/* It may have landed while we waited to lead. */
+	ret = tag_cached(t, j->reg, j->repo, j->tag, out, repo_exists, &stale);
+	if (ret == -EAGAIN)
+		ret = tag_fetch(t, j->reg, j->repo, j->tag, stale, j->what, out, repo_exists);
+	free(stale);
+	return ret;
+}
+
+/* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
+ * says there is no such tag (*repo_exists tells whether the repository
+ * is there), or -errno. A registry that cannot be reached is answered from
+ * the last known digest (stale-if-error). Lookups of one tag at the same
+ * time share one request. */
+static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
+			   const char *tag, struct artifact **out, bool *repo_exists)
+{
+	char what[1600], *stale = NULL;
+	struct tag_job j = { reg, repo, tag, what };
+	int ret;
+
+	ret = tag_cached(t, reg, repo, tag, out, repo_exists, &stale);
+	free(stale);
+	if (ret != -EAGAIN)
+		return ret;
+	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
+	return single_flight(t, what, tag_job, &j, out, repo_exists);
 }
 
 /* The platform-suffixed tag to try for @tag ("0.0.1" ->

@@ -34,6 +34,7 @@ struct stats {
 	uint64_t cache_hits, cache_misses;
 	uint64_t bytes_fetched, bytes_saved, bytes_served, downloads, downloads_failed;
 	uint64_t unread_platforms;	/* other platforms' manifests not read */
+	uint64_t lookups_waiting, lookups_shared;	/* stats_manifest_wait() */
 	double download_seconds;
 	struct host_count hosts[HOSTS_MAX];
 	size_t n_hosts;
@@ -141,6 +142,18 @@ void stats_platform_unread(struct stats *s, int delta)
 	pthread_mutex_lock(&s->lock);
 	if (delta >= 0 || s->unread_platforms >= (uint64_t)-delta)
 		s->unread_platforms += (uint64_t)(int64_t)delta;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void stats_manifest_wait(struct stats *s, int delta)
+{
+	pthread_mutex_lock(&s->lock);
+	if (delta > 0) {
+		s->lookups_waiting++;
+		s->lookups_shared++;
+	} else if (s->lookups_waiting) {
+		s->lookups_waiting--;
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -284,12 +297,14 @@ int stats_json(struct stats *s, char **out, size_t *len)
 		"  \"bytes_saved_by_platform\": %llu,\n"
 		"  \"platform_manifests_unread\": %llu,\n"
 		"  \"downloads\": %llu,\n  \"downloads_failed\": %llu,\n"
-		"  \"download_seconds\": %.3f,\n",
+		"  \"download_seconds\": %.3f,\n"
+		"  \"lookups_waiting\": %llu,\n  \"lookups_shared\": %llu,\n",
 	    (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses,
 	    (unsigned long long)s->bytes_fetched, (unsigned long long)s->bytes_served,
 	    (unsigned long long)s->bytes_saved, (unsigned long long)s->unread_platforms,
 	    (unsigned long long)s->downloads, (unsigned long long)s->downloads_failed,
-	    s->download_seconds);
+	    s->download_seconds, (unsigned long long)s->lookups_waiting,
+	    (unsigned long long)s->lookups_shared);
 	put(&o, "  \"hosts\": {");
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		put(&o, "%s\n    ", i ? "," : "");

@@ -34,6 +34,10 @@ void stats_saved(struct stats *s, uint64_t bytes);
  * resolved, -1 when one of them is read later, e.g. by the layout view). */
 void stats_platform_unread(struct stats *s, int delta);
 
+/* A lookup waiting for another's fetch of the same manifest (+1), and done
+ * waiting (-1): lookups_waiting now, lookups_shared in all. */
+void stats_manifest_wait(struct stats *s, int delta);
+
 /* A blob download: begin (NULL on ENOMEM: the calls below accept NULL),
  * progress (bytes since the last call; 0 with @restart starts over) and
  * end. Progress logs a line every few seconds for big blobs when @log. */

@@ -52,7 +52,8 @@ STATS_KEYS = ["requests", "manifest_requests", "blob_requests", "list_requests",
               "failed_requests", "cache_hits", "cache_misses", "bytes_fetched",
               "bytes_served_from_cache", "bytes_saved_by_platform",
               "platform_manifests_unread", "downloads", "downloads_failed",
-              "download_seconds", "hosts", "in_flight"]
+              "download_seconds", "lookups_waiting", "lookups_shared", "hosts",
+              "in_flight"]
 FILE_XATTRS = ["user.oci.digest", "user.oci.mediaType", "user.oci.size",
                "user.oci.annotations"]
 DIR_XATTRS = ["user.oci.digest", "user.oci.mediaType", "user.oci.artifactType",

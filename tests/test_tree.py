@@ -6,6 +6,7 @@ Request counts come from the registry's access log (``registry.mark()`` /
 """
 
 import errno
+import json
 import os
 import random
 import stat
@@ -16,7 +17,7 @@ import pytest
 
 from fixtures.faultproxy import FaultProxy
 from fixtures.push import Client, push_artifact, tag
-from fixtures.registry import closed_port
+from fixtures.registry import closed_port, wait_for
 
 
 def run(cmd, timeout=120, check=True):
@@ -280,3 +281,147 @@ def test_eviction_under_concurrent_reads(registry_factory, mount_factory):
     for t in threads:
         t.join()
     assert errors == []
+
+
+# --- single flight of manifest fetches ------------------------------------------
+
+def mount_stats(m):
+    with open(os.path.join(m.path, ".ocifs", "stats"), "rb") as f:
+        return json.loads(f.read())
+
+
+@pytest.mark.parametrize("by", ["tag", "digest"])
+@pytest.mark.parametrize("fault", ["slow", "500"])
+def test_concurrent_lookups_share_one_manifest_request(registry_factory, mount_factory, by,
+                                                       fault):
+    """16 lookups at once of a tag whose manifest is not in memory cost one
+    manifest request (by tag; by digest when the tag is known but its view
+    and cached manifest are gone), held by the proxy until the other 15
+    wait for it (or, without sharing, until 16 requests came). A 500 is
+    shared too: 16 errors, one request."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    pushed = [push_artifact(c, "flight/app", [str(i)], files=[("f.txt", b"%d\n" % i)])
+              for i in range(2)]
+    proxy = FaultProxy(reg.url)
+    gate = threading.Event()
+    try:
+        m = mount_factory(opts=["registry=" + proxy.host, "insecure=" + proxy.host,
+                                "artifacts_max=1", "tag_ttl=600"])
+        repo = os.path.join(m.path, proxy.host, "flight", "app")
+        assert sorted(os.listdir(repo)) == ["0", "1"]
+        d = os.path.join(repo, "0")
+        os.stat(d)          # a tag directory, from the tag list
+        if by == "tag":
+            path = r"/v2/flight/app/manifests/0"
+        else:
+            path = r"/v2/flight/app/manifests/" + pushed[0].digest
+            assert os.getxattr(d, "user.oci.digest").decode() == pushed[0].digest
+            os.listdir(os.path.join(repo, "1"))   # artifacts_max=1: 0's view goes
+            os.unlink(os.path.join(m.cache, "blobs", "sha256", pushed[0].hex))
+        if fault == "500":
+            proxy.add(path, "status", status=500, gate=gate, hold=30)
+        else:
+            proxy.add(path, "forward", gate=gate, hold=30)
+        assert proxy.seen(path) == []
+        out = []
+
+        def look():
+            try:
+                out.append(os.getxattr(d, "user.oci.digest").decode())
+            except OSError as e:
+                out.append(e.errno)
+        threads = [threading.Thread(target=look) for _ in range(16)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(proxy.seen(path)) >= 16 or
+                     mount_stats(m).get("lookups_waiting", 0) >= 15,
+                     timeout=20, what="16 lookups under way")
+        finally:
+            gate.set()
+            for t in threads:
+                t.join()
+        assert len(proxy.seen(path, method=None)) == 1
+        if fault == "500":
+            assert out == [errno.EIO] * 16
+        else:
+            assert out == [pushed[0].digest] * 16
+        assert mount_stats(m)["lookups_waiting"] == 0
+    finally:
+        gate.set()
+        proxy.stop()
+
+
+def flight_mount(registry_factory, mount_factory, gate):
+    """(proxy, mount, tag dir, manifest path): flight/app:0 known from its tag
+    list, its manifest held by the proxy until @gate is set."""
+    reg = registry_factory()
+    push_artifact(Client(reg.host), "flight/app", ["0"], files=[("f.txt", b"0\n")])
+    proxy = FaultProxy(reg.url)
+    m = mount_factory(opts=["registry=" + proxy.host, "insecure=" + proxy.host])
+    repo = os.path.join(m.path, proxy.host, "flight", "app")
+    assert os.listdir(repo) == ["0"]
+    path = r"/v2/flight/app/manifests/0"
+    proxy.add(path, "forward", gate=gate, hold=60)
+    return proxy, m, os.path.join(repo, "0"), path
+
+
+def test_killed_lookup_waiting_on_a_manifest_ends(registry_factory, mount_factory):
+    """An ls waiting on another's fetch of the manifest ends when killed
+    (the daemon answers its interrupt), long before the answer comes; the
+    fetch goes on for the first ls."""
+    gate = threading.Event()
+    proxy, m, d, path = flight_mount(registry_factory, mount_factory, gate)
+    first = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        wait_for(lambda: proxy.seen(path), 20, what="the manifest GET")
+        second = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: mount_stats(m)["lookups_waiting"] == 1, 20,
+                 what="the second ls waiting")
+        second.kill()
+        second.wait(10)
+        assert mount_stats(m)["lookups_waiting"] == 0
+        assert first.poll() is None
+        gate.set()
+        out, err = first.communicate(timeout=30)
+        assert first.returncode == 0, err
+        assert b"f.txt" in out.split()
+    finally:
+        gate.set()
+        for p in (first, second):
+            if p and p.poll() is None:
+                p.kill()
+        proxy.stop()
+    assert len(proxy.seen(path, method=None)) == 1
+
+
+def test_interrupted_manifest_fetch_does_not_fail_its_waiters(registry_factory,
+                                                              mount_factory):
+    """The ls whose request fetches the manifest is killed: the transfer is
+    dropped, and the ls waiting on it asks again instead of taking its
+    EINTR."""
+    gate = threading.Event()
+    proxy, m, d, path = flight_mount(registry_factory, mount_factory, gate)
+    first = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        get = wait_for(lambda: proxy.seen(path), 20, what="the manifest GET")[0]
+        second = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: mount_stats(m)["lookups_waiting"] == 1, 20,
+                 what="the second ls waiting")
+        first.kill()
+        first.wait(10)
+        assert get.done.wait(10), "the daemon still waits on the killed ls's transfer"
+        gate.set()
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+        assert b"f.txt" in out.split()
+    finally:
+        gate.set()
+        for p in (first, second):
+            if p and p.poll() is None:
+                p.kill()
+        proxy.stop()
+    assert len(proxy.seen(path, method=None)) == 2
