@@ -147,11 +147,21 @@ static int extract(struct tree *t, const struct artifact *a, const char *digest,
 			       .size = size };
 	struct tarx_error err;
 	unsigned tries = 0;
+	bool waits = !blobcache_extracted(t->bc, digest);
 	int ret;
 
+	/* Not there yet: this lookup waits on a download and an extraction,
+	 * and takes a waiting slot as a cold open does. */
+	if (waits) {
+		ret = openfiles_wait_begin(t->files);
+		if (ret < 0)
+			return ret;
+	}
 	do
 		ret = blobcache_extract(t->bc, digest, size, fetch_blob, &f, &t->limits, &err);
 	while (again_after_eintr(t, ret, &tries));
+	if (waits)
+		openfiles_wait_end(t->files);
 
 	if (f.fetched)
 		stats_open(t->stats, false);	/* a download, like a cold open */

@@ -128,6 +128,10 @@ int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 		      blobcache_fetch_fn fetch, void *arg, const struct tarx_limits *lim,
 		      struct tarx_error *err);
 
+/* Is archive blob @digest extracted, a tree of ours, now? (A cheap check
+ * before blobcache_extract(), which may wait for a download.) */
+bool blobcache_extracted(struct blobcache *bc, const char *digest);
+
 /* Open @rel ("" for the top) inside the extracted tree of @digest, for
  * openat() @flags (O_PATH | O_NOFOLLOW to lstat, O_DIRECTORY to list).
  * Symbolic links inside are followed only while they stay inside

@@ -215,6 +215,11 @@ static int extract_job(void *p)
 	return ret;
 }
 
+bool blobcache_extracted(struct blobcache *bc, const char *digest)
+{
+	return tree_trusted(bc, hex_of(digest));
+}
+
 int blobcache_extract(struct blobcache *bc, const char *digest, uint64_t size,
 		      blobcache_fetch_fn fetch, void *arg, const struct tarx_limits *lim,
 		      struct tarx_error *err)

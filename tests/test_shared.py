@@ -115,6 +115,7 @@ def end_children(procs):
 # --- fixtures -----------------------------------------------------------------
 
 N_FILES = 20
+N_ARCHIVES = 6
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,10 @@ def content(registry):
     one = push_artifact(c, "s/one", ["1"], files=[("slow.bin", os.urandom(64 * KiB))])
     tgz = push_artifact(c, "s/tgz", ["1"], files=[("tool.tgz", tar_gz({"x.txt": b"x\n"}),
                                                    OCI_LAYER_TAR_GZIP)])
-    return {"many": many, "one": one, "tgz": tgz}
+    tgzs = push_artifact(c, "s/tgzs", ["1"],
+                         files=[("t%d.tgz" % i, tar_gz({"x%d.txt" % i: b"x\n"}),
+                                 OCI_LAYER_TAR_GZIP) for i in range(N_ARCHIVES)])
+    return {"many": many, "one": one, "tgz": tgz, "tgzs": tgzs}
 
 
 @pytest.fixture
@@ -181,6 +185,43 @@ def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_thre
         end_children(cats)
         proxy.stop()
     for p in cats:
+        p.wait(30)
+    assert m.alive
+
+
+def test_archive_directories_waiting_on_downloads_take_worker_slots(content, proxy, through):
+    """Listing an archive layer's directory waits on its download and
+    extraction as a cold open does: beyond max_threads - 4 such waits get
+    EAGAIN at once, and metadata is still answered."""
+    waiting = 8 - RESERVED_WORKERS
+    proxy.add(BLOBS, "stall", after=0, hold=120)
+    m = through("timeout=120", "max_threads=8")
+    d = art(m, proxy.host, "s/tgzs", "1")
+    names = os.listdir(d)
+    dirs = [os.path.join(d, "t%d.tgz.d" % i) for i in range(N_ARCHIVES)]
+    assert all(os.path.basename(x) in names for x in dirs), names
+    lss = [subprocess.Popen(["ls", x], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for x in dirs]
+    try:
+        wait_for(lambda: len(blob_gets(proxy)) >= waiting, 20,
+                 what="%d blob GETs" % waiting)
+        ended = lambda: [p for p in lss if p.poll() is not None]  # noqa: E731
+        wait_for(lambda: len(ended()) >= N_ARCHIVES - waiting, 20,
+                 what="%d listings refused" % (N_ARCHIVES - waiting))
+        refused = ended()
+        assert len(refused) == N_ARCHIVES - waiting
+        for p in refused:
+            assert p.returncode != 0
+            assert b"Resource temporarily unavailable" in p.stderr.read()
+        assert len(blob_gets(proxy)) == waiting
+        names, _ = within(lambda: os.listdir(m.path), 10, "ls " + m.path)
+        assert proxy.host in names
+        doc, _ = within(lambda: stats(m), 10, "read /.ocifs/stats")
+        assert len(doc["in_flight"]) == waiting
+    finally:
+        end_children(lss)
+        proxy.stop()
+    for p in lss:
         p.wait(30)
     assert m.alive
 
