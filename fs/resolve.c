@@ -202,6 +202,47 @@ static void cands_ask(struct tree *t, const char *reg, struct cand *q, const boo
 	}
 }
 
+/* The readings @q[0..m) not @known, told to the client first: their
+ * tokens then come in one token request (the repositories' scopes asked
+ * together), not one each. A token asked so may lack a scope the token
+ * server would grant alone (it grants what it allows, and some grant
+ * fewer scopes than asked): when no reading held, those refused with it
+ * are asked once more, each then with its own token. */
+static void cands_ask_all(struct tree *t, const char *reg, struct cand *q, const bool *known,
+			  size_t m, enum ask how)
+{
+	const char *names[PATH_COMPONENTS_MAX];
+	struct scope_hint *h = NULL;
+	struct cand *again;
+	size_t n = 0, idx[PATH_COMPONENTS_MAX];
+	bool none[PATH_COMPONENTS_MAX] = { false };
+
+	for (size_t i = 0; i < m; i++)
+		if (!known[i])
+			names[n++] = q[i].name;
+	if (n > 1)
+		h = regclient_hint_repos(t->rc, reg, names, n);
+	cands_ask(t, reg, q, known, m, how);
+	regclient_hint_drop(t->rc, h);
+	if (!h)
+		return;
+	n = 0;
+	for (size_t i = 0; i < m; i++) {
+		if (q[i].ret == 1)
+			return;
+		if (q[i].ret == -EACCES && regclient_refused_shared(t->rc, reg, q[i].name))
+			idx[n++] = i;
+	}
+	if (n == 0 || !(again = calloc(n, sizeof(*again))))
+		return;
+	for (size_t j = 0; j < n; j++)
+		again[j] = q[idx[j]];
+	cands_ask(t, reg, again, none, n, how == ASK_SERIAL ? ASK_SERIAL : ASK_PARALLEL);
+	for (size_t j = 0; j < n; j++)
+		q[idx[j]] = again[j];
+	free(again);
+}
+
 int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
 {
 	char buf[4096], *c[PATH_COMPONENTS_MAX];
@@ -293,9 +334,9 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 	 * token are unknown: the first reading goes alone until its 401
 	 * (or answer) teaches them. Another user's request is answered on
 	 * its own thread (the share policy is per FUSE thread). */
-	cands_ask(t, r->reg, q, known, m, t->may_fetch && !t->may_fetch() ? ASK_SERIAL :
-			       registries_answered(t->regs, r->reg) ? ASK_PARALLEL :
-			       ASK_CHALLENGED);
+	enum ask how = t->may_fetch && !t->may_fetch() ? ASK_SERIAL :
+		       registries_answered(t->regs, r->reg) ? ASK_PARALLEL : ASK_CHALLENGED;
+	cands_ask_all(t, r->reg, q, known, m, how);
 	int first_err = 0;
 	for (size_t i = 0; i < m; i++) {
 		ret = q[i].ret;

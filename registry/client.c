@@ -165,6 +165,47 @@ bool regclient_challenged(struct regclient *rc, const char *registry)
 	return tokens_challenged(rc->tk, registry);
 }
 
+struct scope_hint *regclient_hint_repos(struct regclient *rc, const char *registry,
+					const char *const *repos, size_t n)
+{
+	char *names[REG_HINT_MAX] = { NULL }, *scopes[REG_HINT_MAX] = { NULL };
+	struct scope_hint *h = NULL;
+	size_t i;
+
+	if (n > REG_HINT_MAX)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		names[i] = ref_registry_repository(registry, repos[i]);
+		scopes[i] = names[i] ? pull_scope(names[i]) : NULL;
+		if (!scopes[i])
+			goto out_free;
+	}
+	h = tokens_hint_add(rc->tk, registry, (const char *const *)scopes,
+			    (const char *const *)names, n);
+out_free:
+	for (i = 0; i < n; i++) {
+		free(names[i]);
+		free(scopes[i]);
+	}
+	return h;
+}
+
+void regclient_hint_drop(struct regclient *rc, struct scope_hint *h)
+{
+	tokens_hint_drop(rc->tk, h);
+}
+
+bool regclient_refused_shared(struct regclient *rc, const char *registry, const char *repo)
+{
+	char *name = ref_registry_repository(registry, repo);
+	char *scope = name ? pull_scope(name) : NULL;
+	bool refused = scope && tokens_refused_shared(rc->tk, registry, scope);
+
+	free(scope);
+	free(name);
+	return refused;
+}
+
 unsigned regclient_mirror_count(struct regclient *rc, const char *registry)
 {
 	struct mirror_ep ep[MIRRORS_MAX];

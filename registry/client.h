@@ -18,7 +18,8 @@
  * anonymously, with Basic credentials, or with an identity token as
  * OAuth2 refresh token (POST); tokens are kept per registry and scope
  * until expires_in (default 60 s): one token request per scope and expiry,
- * shared with its failure by every request waiting for it. A realm that
+ * shared with its failure by every request waiting for it; the scopes
+ * hinted with regclient_hint_repos() share one request. A realm that
  * fails is EACCES, naming the realm. Credentials come from auth_lookup()
  * (auth.h) when a token or header is made. The Authorization header
  * is never sent to another host:port on a redirect (curl drops custom
@@ -42,6 +43,7 @@
 #define REG_LIST_BYTES_MAX (32u << 20)	/* bytes of all pages of one listing */
 #define REG_ERRBODY_MAX 16384	/* bytes of an error body we read */
 #define REG_MIN_RATE 1024	/* bytes/s: slower over -o timeout fails */
+#define REG_HINT_MAX 64		/* repositories in one regclient_hint_repos() */
 
 struct reg_error {
 	long status;		/* HTTP status, 0 if no response */
@@ -147,6 +149,21 @@ int regclient_get_blob(struct regclient *rc, const char *registry,
 /* Has @registry sent an auth challenge yet (its scheme and challenge
  * known: later requests need no 401 of their own)? */
 bool regclient_challenged(struct regclient *rc, const char *registry);
+
+/* Repositories @repos[0..n) of @registry (tree names) are about to be
+ * asked at once (the readings of a path). Until regclient_hint_drop(), a
+ * token fetched for any repository of @registry also asks for the pull
+ * scope of each of them that has none: one token request for all
+ * (repeated scope=). Best effort: NULL when nothing is held. */
+struct scope_hint;
+struct scope_hint *regclient_hint_repos(struct regclient *rc, const char *registry,
+					const char *const *repos, size_t n);
+void regclient_hint_drop(struct regclient *rc, struct scope_hint *h);
+
+/* Was @repo of @registry last refused with a token that was asked for
+ * together with other scopes (a token server may grant fewer scopes than
+ * asked)? Then asking again asks for its token alone. */
+bool regclient_refused_shared(struct regclient *rc, const char *registry, const char *repo);
 
 /* How many mirrors @registry has now (back-off aside). */
 unsigned regclient_mirror_count(struct regclient *rc, const char *registry);

@@ -6,13 +6,24 @@
  * share its result, failure included (struct flight). A registry's last
  * challenge (Bearer realm and service, or Basic) is remembered, so the
  * first request of another repository gets its token (or credentials)
- * before it is sent, instead of after a 401. fetch_token() can ask for
- * several scopes in one request (repeated scope=).
+ * before it is sent, instead of after a 401.
  *
- * Locks: tk->lock guards the token table, the remembered challenges and
- * every field of their entries and of the flights; tk->token_done is
- * broadcast under it when a flight lands. tk->tp and tk->authfile are set
- * at creation and read-only after.
+ * Several scopes in one request: while a caller has said which scopes it
+ * is about to need at once (struct scope_hint: the readings of a path), a
+ * token fetched for any of them asks for every one of them that has no
+ * token and no fetch in flight and the same credentials (repeated
+ * scope=); each gets its own flight, all landed by that one request, and
+ * the token is kept under each scope. A token server grants the subset it
+ * allows, so a scope refused with such a shared token (insufficient_scope)
+ * is most likely denied: it fails at once, as a scope asked alone does,
+ * but the next request for it asks for it alone (a token server may grant
+ * fewer scopes than asked; tokens_refused_shared() tells the caller).
+ *
+ * Locks: tk->lock guards the token table, the remembered challenges, the
+ * hints and every field of their entries and of the flights;
+ * tk->token_done is broadcast under it when a flight lands. Hints are
+ * immutable from tokens_hint_add() to tokens_hint_drop(). tk->tp and
+ * tk->authfile are set at creation and read-only after.
  */
 #include "token.h"
 #include "auth.h"
@@ -33,9 +44,12 @@
 #define CHALLENGES_MAX 256	/* registries whose challenge we remember */
 #define SCOPES_MAX 64		/* scopes in one token request */
 #define TOKEN_URL_MAX 16384	/* bytes of a token request's URL or body */
+#define HINTS_MAX 256		/* scope hints held at once */
+#define HINT_SCOPES_MAX REG_HINT_MAX	/* scopes in one hint */
 
-/* One token request in flight, shared by every scope it asks for and by
- * every request waiting for one of them. */
+/* A fetch in flight for one scope, waited for by every request needing
+ * it. Landed with ret 0 and the entry gone: look again (the scope was
+ * left out of the request after all). */
 struct flight {
 	unsigned refs;		/* the fetcher and each waiter */
 	bool done;
@@ -50,8 +64,18 @@ struct token {
 	char *header;		/* "Bearer ..." / "Basic ...", NULL if none yet */
 	time_t expires;		/* monotonic seconds; 0: never (Basic) */
 	struct flight *flight;	/* set while a fetch for it is in flight */
+	bool shared;		/* asked for together with other scopes ... */
+	bool refused;		/* ... and a registry refused it for this one */
 	bool creds;		/* earned with credentials ... */
 	char source[256];	/* ... from here */
+};
+
+/* Scopes of a registry about to be needed at once (tokens_hint_add()). */
+struct scope_hint {
+	struct scope_hint *next;
+	char *registry;
+	size_t n;
+	char **scopes, **repos;	/* repos: as the registry knows them */
 };
 
 /* A registry's last challenge. */
@@ -70,6 +94,8 @@ struct tokens {
 	size_t n_tokens;			/* lock */
 	struct challenge *challenges;		/* lock */
 	size_t n_challenges;			/* lock */
+	struct scope_hint *hints;		/* lock */
+	size_t n_hints;				/* lock */
 };
 
 static void token_free(struct token *t)
@@ -105,6 +131,13 @@ static struct token *token_find(struct tokens *tk, const char *registry, const c
 static bool token_valid(const struct token *t)
 {
 	return t->header && (t->expires == 0 || now_mono() < t->expires);
+}
+
+/* Worth sending: valid, and not a shared token refused for this scope
+ * (which is asked for alone next). */
+static bool token_usable(const struct token *t)
+{
+	return token_valid(t) && !(t->shared && t->refused);
 }
 
 static void token_drop(struct tokens *tk, struct token *t)
@@ -200,6 +233,110 @@ static int flight_wait(struct tokens *tk, struct flight *f, struct reg_error *er
 		*err = f->err;
 	flight_unref(f);
 	return ret;
+}
+
+/* ---- scope hints ---- */
+
+static void hint_free(struct scope_hint *h)
+{
+	if (!h)
+		return;
+	for (size_t i = 0; i < h->n; i++) {
+		free(h->scopes[i]);
+		free(h->repos[i]);
+	}
+	free(h->scopes);
+	free(h->repos);
+	free(h->registry);
+	free(h);
+}
+
+struct scope_hint *tokens_hint_add(struct tokens *tk, const char *registry,
+				   const char *const *scopes, const char *const *repos, size_t n)
+{
+	struct scope_hint *h;
+
+	if (n == 0 || n > HINT_SCOPES_MAX || !(h = calloc(1, sizeof(*h))))
+		return NULL;
+	h->registry = strdup(registry);
+	h->scopes = calloc(n, sizeof(*h->scopes));
+	h->repos = calloc(n, sizeof(*h->repos));
+	if (!h->registry || !h->scopes || !h->repos)
+		goto out_free;
+	for (; h->n < n; h->n++) {
+		h->scopes[h->n] = strdup(scopes[h->n]);
+		h->repos[h->n] = strdup(repos[h->n]);
+		if (!h->scopes[h->n] || !h->repos[h->n]) {
+			h->n++;
+			goto out_free;
+		}
+	}
+	pthread_mutex_lock(&tk->lock);
+	if (tk->n_hints >= HINTS_MAX) {
+		pthread_mutex_unlock(&tk->lock);
+		goto out_free;
+	}
+	h->next = tk->hints;
+	tk->hints = h;
+	tk->n_hints++;
+	pthread_mutex_unlock(&tk->lock);
+	return h;
+out_free:
+	hint_free(h);
+	return NULL;
+}
+
+void tokens_hint_drop(struct tokens *tk, struct scope_hint *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&tk->lock);
+	for (struct scope_hint **pp = &tk->hints; *pp; pp = &(*pp)->next) {
+		if (*pp == h) {
+			*pp = h->next;
+			tk->n_hints--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&tk->lock);
+	hint_free(h);
+}
+
+/* For a fetch about to start: claim the hinted scopes of @registry that
+ * have neither a token nor a fetch in flight, each with an entry and a
+ * flight of its own, into @ts (with a copy of its repository in @repos),
+ * at most @max. Returns how many. Under tk->lock. */
+static size_t hint_claim(struct tokens *tk, const char *registry, struct token **ts,
+			 char **repos, size_t max)
+{
+	size_t n = 0;
+
+	for (struct scope_hint *h = tk->hints; h && n < max; h = h->next) {
+		if (strcmp(h->registry, registry))
+			continue;
+		for (size_t i = 0; i < h->n && n < max; i++) {
+			struct token *t = token_find(tk, registry, h->scopes[i]);
+			struct flight *f;
+			char *repo;
+
+			if (t && (t->flight || token_valid(t)))
+				continue;
+			if (!t && !(t = token_add(tk, registry, h->scopes[i])))
+				continue;
+			repo = strdup(h->repos[i]);
+			f = repo ? flight_new() : NULL;
+			if (!f) {
+				free(repo);
+				continue;
+			}
+			t->flight = f;
+			free_secret(t->header);
+			t->header = NULL;
+			ts[n] = t;
+			repos[n++] = repo;
+		}
+	}
+	return n;
 }
 
 /* ---- remembered challenges (under tk->lock) ---- */
@@ -433,53 +570,91 @@ out_free:
 	return ret;
 }
 
+static bool str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* Would @repo of @registry be asked for with the credentials @c (auth_lookup()
+ * result @found)? Only then may its scope share their token request. */
+static bool creds_same(struct tokens *tk, const char *registry, const char *repo, int found,
+		       const struct auth_cred *c)
+{
+	struct auth_opts ao = { .authfile = tk->authfile };
+	struct auth_cred o = { 0 };
+	int got = auth_lookup(&ao, registry, repo, &o, NULL, 0);
+	bool same = got == 0 && found == 0 ?
+			    str_same(o.username, c->username) && str_same(o.password, c->password) &&
+				    str_same(o.identitytoken, c->identitytoken) &&
+				    !strcmp(o.source, c->source) :
+			    got != 0 && found != 0;
+
+	auth_cred_release(&o);
+	return same;
+}
+
 /* Ask @realm once for the scopes of @ts[0..n) (entries of rq->registry
- * the caller claimed, each with flight @f; called without tk->lock), with
- * the credentials for rq->repo, and land the flight: every waiter gets
- * the result. On success the header of @ts[0] goes to *@out (may be NULL). */
+ * the caller claimed, each with its flight; called without tk->lock)
+ * with the credentials for rq->repo, and land the flights: every waiter
+ * gets the result. @ts[i] for i > 0 is a hinted scope of repository
+ * @repos[i]: it stays in the request only if that repository has the
+ * same credentials, else its flight lands empty and its waiters fetch
+ * their own. On success the header of @ts[0] goes to *@out (may be NULL). */
 static int fetch_flight(struct tokens *tk, const struct req *rq, const char *realm,
-			const char *service, struct token **ts, size_t n, struct flight *f,
+			const char *service, struct token **ts, char *const *repos, size_t n,
 			char **out, struct auth_who *who, struct reg_error *err)
 {
 	struct auth_opts ao = { .authfile = tk->authfile };
 	const char *scopes[SCOPES_MAX];
+	bool asked[SCOPES_MAX];
 	struct auth_cred c = { 0 };
 	char why[256], *hdr = NULL;
+	size_t k = 0;
 	time_t started;
 	long ttl = 0;
 	int ret, found;
 
+	found = auth_lookup(&ao, rq->registry, rq->repo, &c, why, sizeof(why));
 	/* Entries with a flight are never freed by others: reading their
 	 * immutable scope without the lock is safe. */
-	for (size_t i = 0; i < n; i++)
-		scopes[i] = ts[i]->scope;
-	found = auth_lookup(&ao, rq->registry, rq->repo, &c, why, sizeof(why));
+	for (size_t i = 0; i < n; i++) {
+		asked[i] = i == 0 || creds_same(tk, rq->registry, repos[i], found, &c);
+		if (asked[i])
+			scopes[k++] = ts[i]->scope;
+	}
 	started = now_mono();
-	ret = fetch_token(tk, rq, realm, service, scopes, n, found == 0 ? &c : NULL, &hdr, &ttl,
+	ret = fetch_token(tk, rq, realm, service, scopes, k, found == 0 ? &c : NULL, &hdr, &ttl,
 			  err);
 
 	pthread_mutex_lock(&tk->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct token *t = ts[i];
+		struct flight *f = t->flight;
+		int r = asked[i] ? ret : 0;
+
 		t->flight = NULL;
-		if (ret == 0 && !(t->header = strdup(hdr)))
-			ret = -ENOMEM;
-		if (ret < 0) {
+		if (r == 0 && asked[i] && !(t->header = strdup(hdr)))
+			r = -ENOMEM;
+		if (r < 0 || !asked[i]) {
 			token_drop(tk, t);
-			continue;
+		} else {
+			/* Counted from before the request: never trusted too long. */
+			t->expires = started + ttl;
+			t->shared = k > 1;
+			t->refused = false;
+			t->creds = found == 0;
+			snprintf(t->source, sizeof(t->source), "%s", found == 0 ? c.source : "");
+			if (i == 0 && who)
+				token_copy_who(t, who);
 		}
-		/* Counted from before the request: never trusted too long. */
-		t->expires = started + ttl;
-		t->creds = found == 0;
-		snprintf(t->source, sizeof(t->source), "%s", found == 0 ? c.source : "");
-		if (i == 0 && who)
-			token_copy_who(t, who);
+		if (i == 0)
+			ret = r;
+		f->done = true;
+		f->ret = r;
+		if (r < 0)
+			f->err = *err;
+		flight_unref(f);
 	}
-	f->done = true;
-	f->ret = ret;
-	if (ret < 0)
-		f->err = *err;
-	flight_unref(f);
 	pthread_cond_broadcast(&tk->token_done);
 	pthread_mutex_unlock(&tk->lock);
 	if (ret == 0 && out) {
@@ -492,14 +667,18 @@ static int fetch_flight(struct tokens *tk, const struct req *rq, const char *rea
 }
 
 /* Bearer: the header for (registry, scope), from the cache when another
- * thread got a newer one than @sent, else from the token server. A fetch
- * in flight for the scope is waited for, and its failure shared. */
+ * thread got a newer one than @sent, else from the token server, asking
+ * in the same request for the hinted scopes that have none. A fetch in
+ * flight for the scope is waited for, and its failure shared. */
 static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 		  const char *service, const char *scope, const char *sent, bool insufficient,
 		  char **out, struct auth_who *who, struct reg_error *err)
 {
-	struct token *t;
+	struct token *ts[SCOPES_MAX], *t;
+	char *repos[SCOPES_MAX] = { NULL };
 	struct flight *f;
+	size_t n = 1;
+	bool alone;
 	int ret;
 
 	pthread_mutex_lock(&tk->lock);
@@ -513,21 +692,25 @@ static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 			return ret;
 		}
 	}
-	if (t && token_valid(t) && (!sent || strcmp(t->header, sent))) {
+	if (t && token_usable(t) && (!sent || strcmp(t->header, sent))) {
 		*out = strdup(t->header);
 		token_copy_who(t, who);
 		pthread_mutex_unlock(&tk->lock);
 		return *out ? 0 : -ENOMEM;
 	}
-	if (t && token_valid(t) && sent && insufficient) {
+	if (t && token_valid(t) && sent && insufficient && !strcmp(t->header, sent)) {
 		/* A fresh token that does not grant the scope: asking again
 		 * gets the same answer until the credentials change, which we
 		 * notice when it expires. Registries answer this for missing
-		 * repositories too, so it is common while resolving paths. */
+		 * repositories too, so it is common while resolving paths.
+		 * Asked with other scopes, the scope may have been left out:
+		 * the next request for it asks for it alone. */
+		t->refused = t->shared;
 		denied_message(rq, t->creds ? 403 : 401, t->creds, t->source, err);
 		pthread_mutex_unlock(&tk->lock);
 		return -EACCES;
 	}
+	alone = t && t->shared && t->refused;
 	if (!t)
 		t = token_add(tk, rq->registry, scope);
 	f = t ? flight_new() : NULL;
@@ -538,8 +721,26 @@ static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 	t->flight = f;
 	free_secret(t->header);
 	t->header = NULL;
+	ts[0] = t;
+	if (!alone)
+		n += hint_claim(tk, rq->registry, ts + 1, repos + 1, SCOPES_MAX - 1);
 	pthread_mutex_unlock(&tk->lock);
-	return fetch_flight(tk, rq, realm, service, &t, 1, f, out, who, err);
+	ret = fetch_flight(tk, rq, realm, service, ts, repos, n, out, who, err);
+	for (size_t i = 1; i < n; i++)
+		free(repos[i]);
+	return ret;
+}
+
+bool tokens_refused_shared(struct tokens *tk, const char *registry, const char *scope)
+{
+	struct token *t;
+	bool refused;
+
+	pthread_mutex_lock(&tk->lock);
+	t = token_find(tk, registry, scope);
+	refused = t && !t->flight && token_valid(t) && t->shared && t->refused;
+	pthread_mutex_unlock(&tk->lock);
+	return refused;
 }
 
 /* Basic: the credentials for rq->repo. @challenged: the registry asked
@@ -674,7 +875,7 @@ static int hook_cached(void *arg, const struct req *rq, char **out, struct auth_
 			return ret;
 		}
 	}
-	if (t && token_valid(t)) {
+	if (t && token_usable(t)) {
 		*out = strdup(t->header);
 		token_copy_who(t, who);
 		pthread_mutex_unlock(&tk->lock);
@@ -743,6 +944,11 @@ void tokens_free(struct tokens *tk)
 		struct challenge *c = tk->challenges;
 		tk->challenges = c->next;
 		challenge_free(c);
+	}
+	while (tk->hints) {
+		struct scope_hint *h = tk->hints;
+		tk->hints = h->next;
+		hint_free(h);
 	}
 	free(tk->authfile);
 	pthread_cond_destroy(&tk->token_done);

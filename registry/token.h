@@ -23,6 +23,22 @@ void tokens_free(struct tokens *tk);
  * and challenge are known, and requests may go to it in parallel. */
 bool tokens_challenged(struct tokens *tk, const char *registry);
 
+/* Scopes @scopes[0..n) of @registry (of repositories @repos[i], as the
+ * registry knows them: for their credentials) are about to be needed at
+ * once. Until tokens_hint_drop(), a Bearer token fetched for @registry
+ * also asks for every one of them that has no token, no fetch in flight
+ * and the same credentials: one token request (repeated scope=) for all,
+ * kept under each scope. Best effort: NULL when nothing is held. */
+struct scope_hint *tokens_hint_add(struct tokens *tk, const char *registry,
+				   const char *const *scopes, const char *const *repos, size_t n);
+/* Withdraw @h (NULL: nothing). */
+void tokens_hint_drop(struct tokens *tk, struct scope_hint *h);
+
+/* Was @scope of @registry refused (insufficient_scope) with a token
+ * asked for together with other scopes? Then the next request for it asks
+ * for it alone: a token server may grant fewer scopes than asked. */
+bool tokens_refused_shared(struct tokens *tk, const char *registry, const char *scope);
+
 /* The hooks for struct req.authn, answering from @tk. */
 void tokens_auth(struct tokens *tk, struct req_auth *out);
 

@@ -140,16 +140,20 @@ def htpasswd(tmp_path):
     return make_htpasswd(str(tmp_path / "htpasswd"), {USER: PASSWORD, "bob": "bob-pw-987"})
 
 
-@pytest.fixture
-def token_server(tmp_path):
+def new_token_server(workdir, **kw):
+    """A TokenServer for SERVICE (the test is skipped without its modules)."""
     pytest.importorskip("jwt", reason="python3-jwt is not installed")
     pytest.importorskip("cryptography", reason="python3-cryptography is not installed")
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed")
-    ts = TokenServer(tmp_path / "ts", service=SERVICE,
-                     users={USER: PASSWORD},
-                     refresh_tokens={"refresh-Alice-5f2e9c": USER},
-                     acl={USER: ["*"], None: ["demo/*", "registry:catalog"]})
+    return TokenServer(workdir, service=SERVICE, **kw)
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    ts = new_token_server(tmp_path / "ts", users={USER: PASSWORD},
+                          refresh_tokens={"refresh-Alice-5f2e9c": USER},
+                          acl={USER: ["*"], None: ["demo/*", "registry:catalog"]})
     yield ts
     ts.stop()
 
@@ -600,6 +604,83 @@ def test_token_first_readings_overlap(content, token_server, token_registry, mou
         assert len(scopes) == len(set(scopes)), scopes
     finally:
         proxy.stop()
+
+
+def cat(path):
+    """The bytes `cat path` prints (a real cat, in a child process)."""
+    return subprocess.run(["cat", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=True, timeout=60).stdout
+
+
+@pytest.mark.parametrize("catalog", ["refused", "absent"])
+def test_token_fresh_path_costs_one_token(content, registry_factory, mount_factory, tmp_path,
+                                          catalog):
+    """From a fresh mount, `cat <reg>/demo/hello/1.0/hello.txt` costs one challenge,
+    one token request carrying the scopes of both readings (`demo:hello` and
+    `demo/hello:1.0`), each reading's manifest once with that token (one round:
+    `demo` is denied as Docker Hub denies a missing repository, `demo/hello:1.0`
+    answers), and the blob. On a registry whose catalog is refused (the token
+    server grants no catalog: 401) and on one without a catalog (404), as Docker
+    Hub and GHCR are."""
+    store, pushed = content
+    acl = ["demo/*"] + (["registry:catalog"] if catalog == "absent" else [])
+    ts = new_token_server(tmp_path / "ts", acl={None: acl})
+    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
+    proxy = FaultProxy(reg.url)
+    try:
+        if catalog == "absent":
+            proxy.add(r"/v2/_catalog", "status", status=404)
+        m = mount_factory(opts=["registry=" + proxy.host], env=isolated_env(tmp_path))
+        p = pushed["demo/hello:1.0"]
+        assert cat(os.path.join(m.path, proxy.host, "demo", "hello", "1.0", "hello.txt")) == \
+            b"Hello from ocifs!\n"
+        assert [sorted(r.scopes) for r in ts.requests] == \
+            [["repository:demo/hello:pull", "repository:demo:pull"]], ts.requests
+        got = proxy.seen(r"/v2/.+")
+        first, rest = got[0], got[1:]
+        assert (first.path, first.status) == ("/v2/demo/manifests/hello", 401)
+        assert "Authorization" not in first.headers
+        assert all("Authorization" in s.headers for s in rest)
+        hello = [b for b in p.layers if b.data == b"Hello from ocifs!\n"][0]
+        assert sorted((s.path, s.status) for s in rest) == sorted([
+            ("/v2/demo/manifests/hello", 401),
+            ("/v2/demo/hello/manifests/1.0", 200),
+            ("/v2/demo/hello/blobs/" + hello.digest, 200)]), [(s.path, s.status) for s in got]
+        # The catalog is what the test says it is: refused is EACCES.
+        top = os.path.join(m.path, proxy.host)
+        if catalog == "refused":
+            with pytest.raises(PermissionError):
+                os.listdir(top)
+        else:
+            os.listdir(top)
+        assert [s.status for s in proxy.seen(r"/v2/_catalog")][-1:] == \
+            [401 if catalog == "refused" else 404]
+    finally:
+        proxy.stop()
+        ts.stop()
+
+
+def test_token_server_granting_fewer_scopes_than_asked(content, registry_factory,
+                                                       mount_factory, tmp_path):
+    """A token server that leaves a scope out of a token asked for several (here
+    `demo/hello`, asked with `demo`; both are allowed): the reading refused with
+    that token asks for its own and still resolves, one token request more; the
+    other reading is not asked again."""
+    store, pushed = content
+    ts = new_token_server(tmp_path / "ts", acl={None: ["demo*"]})
+    ts.drop_scope = "repository:demo/hello:pull"
+    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
+    try:
+        m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+        d = os.path.join(m.path, reg.host, "demo", "hello", "1.0")
+        assert cat(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+        assert cat(os.path.join(d, "README.md")) == pushed["demo/hello:1.0"].layers[0].data
+        assert [sorted(r.scopes) for r in ts.requests] == [
+            ["repository:demo/hello:pull", "repository:demo:pull"],
+            ["repository:demo/hello:pull"]], ts.requests
+        assert reg.count("GET", r"/v2/demo/manifests/hello") == 2    # challenge, 404
+    finally:
+        ts.stop()
 
 
 def test_token_failure_is_shared(content, token_server, registry_factory, mount_factory,
