@@ -49,7 +49,7 @@ struct artifacts {
 	pthread_mutex_t lock;
 	struct artifact *head, *tail;	/* lock: most recently used first */
 	size_t n;			/* lock: on the list */
-	uint64_t bytes;			/* lock: their manifest bytes */
+	uint64_t bytes;			/* lock: their memory (artifact_footprint()) */
 	size_t max;			/* 0: unbounded; read-only */
 	uint64_t max_bytes;		/* 0: unbounded; read-only */
 	struct mflight *flights;	/* lock: as many as lookups in progress */
@@ -79,6 +79,19 @@ static void artifact_free(struct artifact *a)
 	free(a->repo);
 	free(a->digest);
 	free(a);
+}
+
+static size_t str_size(const char *s)
+{
+	return s ? manifest_alloc_size(strlen(s) + 1) : 0;
+}
+
+/* The memory @a holds, its views' included: what artifacts_max_bytes
+ * bounds. */
+static size_t artifact_footprint(const struct artifact *a, const struct aview *layout)
+{
+	return manifest_alloc_size(sizeof(*a)) + str_size(a->registry) + str_size(a->repo) +
+	       str_size(a->digest) + aview_footprint(a->v) + aview_footprint(layout);
 }
 
 static void warn_log(void *arg, bool expected, const char *msg)
@@ -536,7 +549,7 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 		log_msg(LOG_WARNING, "%s: the index has no manifest for %s; it offers: %s", what,
 			p, a->v->offered[0] ? a->v->offered : "no platforms");
 	}
-	a->bytes = len + clen;
+	a->bytes = artifact_footprint(a, NULL);
 	pthread_mutex_lock(&t->arts->lock);
 	b = lru_find(t->arts, reg, repo, digest);
 	if (!b) {
@@ -860,8 +873,10 @@ int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out
 	const struct manifest *top = v->index ? v->index : v->m;
 	uint64_t len = v->index ? v->index_len : v->len;
 	struct manifest **children = NULL;
+	struct artifact *dead = NULL;
 	struct aview *l = NULL;
 	char what[1600];
+	size_t bytes;
 	int ret;
 
 	pthread_mutex_lock(&t->arts->lock);
@@ -904,13 +919,21 @@ int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out
 	ret = aview_build_layout(top, a->digest, len, children, &l);
 	if (ret < 0)
 		return ret;
+	bytes = artifact_footprint(a, l);
 	pthread_mutex_lock(&t->arts->lock);
 	if (!a->layout) {
 		a->layout = l;
 		l = NULL;
+		/* The layout counts too; it may push others out. */
+		if (!a->evicted) {
+			t->arts->bytes += bytes - a->bytes;
+			a->bytes = bytes;
+			dead = lru_trim(t->arts, a);
+		}
 	}
 	*out = a->layout;
 	pthread_mutex_unlock(&t->arts->lock);
+	free_chain(dead);
 	aview_free(l);	/* another thread built it first */
 	return 0;
 }

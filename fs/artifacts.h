@@ -12,14 +12,15 @@ struct artifacts;
 
 /* A resolved reference and its view. Immutable once published; kept,
  * most recently used first, within artifacts_max and artifacts_max_bytes
- * (tree_opts). Each holder of a pointer beyond artifacts.lock holds a
- * reference (artifact_put() drops it), so eviction frees only one no
- * request is using. */
+ * (tree_opts; the views' memory). Each holder of a pointer beyond
+ * artifacts.lock holds a reference (artifact_put() drops it), so eviction
+ * frees only one no request is using. */
 struct artifact {
 	struct artifact *prev, *next;	/* artifacts.lock: the LRU list */
 	unsigned refs;		/* artifacts.lock */
 	bool evicted;		/* artifacts.lock: off the list, freed at refs 0 */
-	size_t bytes;		/* manifest bytes counted against the bound */
+	size_t bytes;		/* artifacts.lock: its memory, views included,
+				 * counted against artifacts_max_bytes */
 	char *registry, *repo;
 	char *digest;		/* what the reference resolved to */
 	struct aview *v;
@@ -31,8 +32,8 @@ struct artifact {
 	struct aview *layout;	/* artifacts.lock: artifact_layout() */
 };
 
-/* Keep at most @max artifacts and @max_bytes of their manifests
- * (0: unbounded). */
+/* Keep at most @max artifacts and @max_bytes of their memory, parsed
+ * views and layouts included (0: unbounded). */
 int artifacts_new(size_t max, uint64_t max_bytes, struct artifacts **out);
 void artifacts_free(struct artifacts *as);
 

@@ -491,7 +491,7 @@ static void usage(const char *prog)
 	       "    -o artifacts_max=N     parsed manifests kept in memory, least recently\n"
 	       "                           used dropped first (default 2048; 0: unbounded)\n"
 	       "    -o artifacts_max_bytes=SIZE\n"
-	       "                           their manifest bytes kept (default 64M)\n"
+	       "                           the memory they take, at most (default 64M)\n"
 	       "    -o share=none|cached|all\n"
 	       "                           with allow_other: what other users reach: nothing,\n"
 	       "                           what the mount holds, or all as you (default none)\n"

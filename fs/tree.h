@@ -39,7 +39,7 @@ struct tree_opts {
 	struct tarx_limits limits;	/* for extracting archive layers */
 	uint64_t cache_max;		/* bytes, 0 = unbounded */
 	unsigned artifacts_max;		/* artifact views kept, 0 = unbounded */
-	uint64_t artifacts_max_bytes;	/* their manifest bytes, 0 = unbounded */
+	uint64_t artifacts_max_bytes;	/* their memory, 0 = unbounded */
 	/* -o verify=cosign: keys (cosign.h), or NULL: show everything.
 	 * tree_new() takes them, also when it fails. */
 	struct cosign_keys *verify_keys;

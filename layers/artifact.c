@@ -440,6 +440,29 @@ out_free:
 	return ret;
 }
 
+static size_t str_size(const char *s)
+{
+	return s ? manifest_alloc_size(strlen(s) + 1) : 0;
+}
+
+size_t aview_footprint(const struct aview *v)
+{
+	size_t n;
+
+	if (!v)
+		return 0;
+	/* What aview_free() frees. */
+	n = manifest_alloc_size(sizeof(*v)) + manifest_alloc_size(v->cap * sizeof(*v->e)) +
+	    manifest_footprint(v->index) + manifest_footprint(v->m) +
+	    str_size(v->index_digest) + str_size(v->digest) +
+	    manifest_alloc_size(v->n_owned * sizeof(*v->owned));
+	for (size_t i = 0; i < v->n_owned; i++)
+		n += manifest_footprint(v->owned[i]);
+	for (size_t i = 0; i < v->n; i++)
+		n += str_size(v->e[i].path) + str_size(v->e[i].data);
+	return n;
+}
+
 void aview_free(struct aview *v)
 {
 	if (!v)

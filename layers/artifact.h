@@ -85,6 +85,10 @@ int aview_build(struct manifest *index, const char *index_digest, uint64_t index
 		struct aview **out);
 void aview_free(struct aview *v);
 
+/* The heap bytes @v holds: what aview_free() frees (its manifests, entries
+ * and strings), as malloc rounds them; 0 for NULL. */
+size_t aview_footprint(const struct aview *v);
+
 /* The OCI image layout of @top (bytes of @len hashing to @digest): borrows
  * @top (and @digest's copy is its own), which must outlive the view. For an
  * index, @children[i] is the parsed manifest of top->layers[i] or NULL

@@ -297,6 +297,44 @@ out_json:
 	return ret;
 }
 
+size_t manifest_alloc_size(size_t n)
+{
+	/* glibc: n + a size word, in 16-byte steps, 32 at least. */
+	size_t c = (n + sizeof(size_t) + 15) & ~(size_t)15;
+
+	return n ? (c < 32 ? 32 : c) : 0;
+}
+
+static size_t str_size(const char *s)
+{
+	return s ? manifest_alloc_size(strlen(s) + 1) : 0;
+}
+
+static size_t descriptor_footprint(const struct descriptor *d)
+{
+	return str_size(d->media_type) + str_size(d->digest) + str_size(d->title) +
+	       str_size(d->refused_title) + str_size(d->artifact_type) +
+	       str_size(d->annotations) + str_size(d->platform.os) +
+	       str_size(d->platform.architecture) + str_size(d->platform.variant);
+}
+
+size_t manifest_footprint(const struct manifest *m)
+{
+	size_t n;
+
+	if (!m)
+		return 0;
+	n = manifest_alloc_size(sizeof(*m)) + str_size(m->media_type) +
+	    str_size(m->artifact_type) + str_size(m->annotations);
+	if (m->has_config)
+		n += descriptor_footprint(&m->config);
+	if (m->layers)
+		n += manifest_alloc_size((m->n_layers + 1) * sizeof(*m->layers));
+	for (size_t i = 0; i < m->n_layers; i++)
+		n += descriptor_footprint(&m->layers[i]);
+	return n;
+}
+
 void manifest_free(struct manifest *m)
 {
 	if (!m)

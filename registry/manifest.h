@@ -68,6 +68,13 @@ int manifest_parse(const void *buf, size_t len, const char *content_type,
 		   struct manifest **out, const char **why);
 void manifest_free(struct manifest *m);
 
+/* The heap bytes @m holds (its strings and arrays, as malloc rounds
+ * them); 0 for NULL. What a cache of parsed manifests counts. */
+size_t manifest_footprint(const struct manifest *m);
+
+/* The heap bytes one allocation of @n bytes takes (glibc's rounding). */
+size_t manifest_alloc_size(size_t n);
+
 /* A title is safe as a relative path: no empty, "." or ".." components,
  * no leading '/', no control characters (C0, DEL, C1), no bidirectional
  * marks, overrides or isolates (U+202E makes "exe.txt" look like "txt.exe"

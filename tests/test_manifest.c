@@ -51,11 +51,37 @@ static const char *const malformed[] = {
 	"{\"schemaVersion\":2,\"mediaType\":\"application/x-foo\",\"config\":" DESC("x", H1, 1) "},\"layers\":[]}",
 };
 
+/* What a parsed manifest holds is counted, as malloc rounds it: more than
+ * its strings, growing with its layers. */
+static void test_footprint(void)
+{
+	struct manifest *m1 = NULL, *m2 = NULL;
+	const char *why;
+
+	CHECK(manifest_alloc_size(0) == 0);
+	CHECK(manifest_alloc_size(1) == 32);
+	CHECK(manifest_alloc_size(24) == 32);
+	CHECK(manifest_alloc_size(25) == 48);
+	CHECK(manifest_footprint(NULL) == 0);
+	CHECK(manifest_parse(docker, strlen(docker), NULL, &m1, &why) == 0);
+	CHECK(manifest_parse(oci, strlen(oci), NULL, &m2, &why) == 0);
+	if (m1 && m2) {
+		size_t strs = strlen(m2->media_type) + strlen(m2->config.digest) +
+			      strlen(m2->layers[0].digest) + strlen(m2->layers[0].title);
+		CHECK(manifest_footprint(m1) > sizeof(*m1) + 2 * sizeof(struct descriptor));
+		CHECK(manifest_footprint(m2) > manifest_footprint(m1));
+		CHECK(manifest_footprint(m2) > sizeof(*m2) + 3 * sizeof(struct descriptor) + strs);
+	}
+	manifest_free(m1);
+	manifest_free(m2);
+}
+
 int main(void)
 {
 	struct manifest *m = NULL;
 	const char *why;
 
+	test_footprint();
 	CHECK(manifest_parse(oci, strlen(oci), NULL, &m, &why) == 0);
 	if (m) {
 		CHECK(m->kind == MANIFEST_IMAGE);

@@ -204,6 +204,9 @@ static void test_layout_of_index(void)
 		e = aview_lookup(l, "blobs/sha256/b123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", &rest);
 		CHECK(e && e->size == 200);
 		CHECK(l->n == 4 + 5);
+		/* Its footprint: its own manifests (kids) and entries, not @top. */
+		CHECK(aview_footprint(l) > manifest_footprint(kids[0]) + l->n * sizeof(*l->e));
+		CHECK(aview_footprint(NULL) == 0);
 		aview_free(l);
 	}
 	manifest_free(top);

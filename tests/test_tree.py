@@ -241,6 +241,27 @@ def test_evicted_artifact_is_resolved_again(registry_factory, mount_factory):
     assert reg.count({"GET", "HEAD"}, r"/v2/lru/.*/manifests/.*", since=mark) == 0
 
 
+def test_artifacts_max_bytes_counts_the_views_memory(registry_factory, mount_factory):
+    """artifacts_max_bytes bounds what the views take in memory, more than
+    their manifests' bytes: at twice one manifest's length, two views do not
+    fit, so the older is resolved again (its manifest asked for, its copy in
+    the blob cache removed here so that the request shows)."""
+    reg = registry_factory()
+    pushed = push_many(reg, 2)
+    assert len(pushed[0].manifest) == len(pushed[1].manifest)
+    m = mount_factory(opts=["registry=" + reg.host, "tag_ttl=600",
+                            "artifacts_max_bytes=%d" % (2 * len(pushed[0].manifest))])
+    for i in range(2):
+        assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
+    for p in pushed:
+        os.unlink(os.path.join(m.cache, "blobs", "sha256", p.hex))
+    mark = reg.mark()
+    assert read_f(m, reg, 1) == b"artifact 1\n" * 500
+    assert reg.count({"GET", "HEAD"}, r"/v2/lru/.*/manifests/.*", since=mark) == 0
+    assert read_f(m, reg, 0) == b"artifact 0\n" * 500
+    assert reg.count({"GET", "HEAD"}, r"/v2/lru/r0/manifests/.*", since=mark) == 1
+
+
 def test_open_file_outlives_eviction(registry_factory, mount_factory):
     reg = registry_factory()
     push_many(reg, 10)
