@@ -841,9 +841,17 @@ static int transfer_error(struct transport *tp, const struct xfer *x, CURLcode c
 	else if (cc == CURLE_ABORTED_BY_CALLBACK)
 		snprintf(err->message, sizeof(err->message), "no data for %ld s (stalled)",
 			 tp->timeout);
+	else if (cc == CURLE_OPERATION_TIMEDOUT && x->status > 0)
+		snprintf(err->message, sizeof(err->message),
+			 "too slow: less than %d bytes/s for %ld s", REG_MIN_RATE, tp->timeout);
 	else
 		snprintf(err->message, sizeof(err->message), "%s",
 			 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	/* Stalled or slow once its answer began: the registry answers (one
+	 * body is slow: a CDN, a big blob), it is not down. */
+	if ((cc == CURLE_ABORTED_BY_CALLBACK || cc == CURLE_OPERATION_TIMEDOUT) &&
+	    x->status > 0)
+		err->status = x->status;
 	return curl_errno(cc);
 }
 
