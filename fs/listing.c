@@ -323,7 +323,7 @@ int tree_opendir(struct tree *t, const char *path, struct tree_dir **out)
 
 	if (!d)
 		return -ENOMEM;
-	ret = target_new(t, path, 0, &g);
+	ret = target_new(t, path, RESOLVE_LIST, &g);
 	if (ret < 0)
 		goto out_free;
 	switch (g->r.kind) {

@@ -204,46 +204,38 @@ static void cands_ask(struct tree *t, const char *reg, struct cand *q, const boo
 
 /* The readings @q[0..m) not @known, told to the client first: their
  * tokens then come in one token request (the repositories' scopes asked
- * together), not one each. A token asked so may lack a scope the token
- * server would grant alone (it grants what it allows, and some grant
- * fewer scopes than asked): when no reading held, those refused with it
- * are asked once more, each then with its own token. */
+ * together), not one each. */
 static void cands_ask_all(struct tree *t, const char *reg, struct cand *q, const bool *known,
 			  size_t m, enum ask how)
 {
 	const char *names[PATH_COMPONENTS_MAX];
 	struct scope_hint *h = NULL;
-	struct cand *again;
-	size_t n = 0, idx[PATH_COMPONENTS_MAX];
-	bool none[PATH_COMPONENTS_MAX] = { false };
+	size_t n = 0;
 
 	for (size_t i = 0; i < m; i++)
 		if (!known[i])
 			names[n++] = q[i].name;
 	if (n > 1)
-		h = regclient_hint_repos(t->rc, reg, names, n);
+		h = regclient_hint_repos(t->rc, reg, names, n, false);
 	cands_ask(t, reg, q, known, m, how);
 	regclient_hint_drop(t->rc, h);
-	if (!h)
-		return;
-	n = 0;
-	for (size_t i = 0; i < m; i++) {
-		if (q[i].ret == 1)
-			return;
-		if (q[i].ret == -EACCES && regclient_refused_shared(t->rc, reg, q[i].name))
-			idx[n++] = i;
-	}
-	if (n == 0 || !(again = calloc(n, sizeof(*again))))
-		return;
-	for (size_t j = 0; j < n; j++)
-		again[j] = q[idx[j]];
-	cands_ask(t, reg, again, none, n, how == ASK_SERIAL ? ASK_SERIAL : ASK_PARALLEL);
-	for (size_t j = 0; j < n; j++)
-		q[idx[j]] = again[j];
-	free(again);
 }
 
-int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
+/* Was a reading refused with a token asked for together with other
+ * scopes? Then asking again asks for its token alone. */
+static bool cands_refused_shared(struct tree *t, const char *reg, const struct cand *q,
+				 size_t m)
+{
+	for (size_t i = 0; i < m; i++)
+		if (q[i].ret == -EACCES && regclient_refused_shared(t->rc, reg, q[i].name))
+			return true;
+	return false;
+}
+
+/* resolve() once; *@again (may be NULL) says whether a reading was
+ * refused with a shared token. */
+static int resolve_once(struct tree *t, const char *path, unsigned flags, struct resolved *r,
+			bool *again)
 {
 	char buf[4096], *c[PATH_COMPONENTS_MAX];
 	bool dotted[PATH_COMPONENTS_MAX], known[PATH_COMPONENTS_MAX], shorter_known = true;
@@ -337,6 +329,8 @@ int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r
 	enum ask how = t->may_fetch && !t->may_fetch() ? ASK_SERIAL :
 		       registries_answered(t->regs, r->reg) ? ASK_PARALLEL : ASK_CHALLENGED;
 	cands_ask_all(t, r->reg, q, known, m, how);
+	if (again)
+		*again = cands_refused_shared(t, r->reg, q, m);
 	int first_err = 0;
 	for (size_t i = 0; i < m; i++) {
 		ret = q[i].ret;
@@ -414,5 +408,42 @@ out_free:
 	for (size_t i = 0; q && i < m; i++)
 		artifact_put(t, q[i].art);	/* the readings not taken */
 	free(q);
+	return ret;
+}
+
+/* Before listing the directory @path names: the scopes of its tag list
+ * and of the catalog, which listing asks for (list_namespace()), go in
+ * the first token request of the path's resolution or listing. */
+static struct scope_hint *list_hint(struct tree *t, const char *path)
+{
+	char buf[4096], *c[PATH_COMPONENTS_MAX], name[1024];
+	const char *repos[1] = { name };
+	size_t n;
+
+	if (split(path, buf, sizeof(buf), c, &n) < 0 || n < 2 || !registry_name_ok(c[0]))
+		return NULL;
+	join(name, sizeof(name), c, 1, n, true);
+	if (!ref_valid_repository(name))
+		return NULL;
+	return regclient_hint_repos(t->rc, c[0], repos, 1, true);
+}
+
+int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
+{
+	struct scope_hint *h = flags & RESOLVE_LIST ? list_hint(t, path) : NULL;
+	bool again = false;
+	int ret;
+
+	ret = resolve_once(t, path, flags, r, &again);
+	/* A token asked for several readings may lack one the token server
+	 * grants alone (it grants what it allows, and some grant fewer
+	 * scopes than asked): when the path failed and such a reading was
+	 * refused, it is asked once more, with a token of its own. */
+	if (ret < 0 && ret != -ENOMEM && again)
+		ret = resolve_once(t, path, flags, r, NULL);
+	if (ret == 0 && r->kind == R_NAMESPACE)
+		r->hint = h;
+	else
+		regclient_hint_drop(t->rc, h);
 	return ret;
 }

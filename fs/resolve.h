@@ -4,6 +4,7 @@
 
 struct tree;
 struct artifact;
+struct scope_hint;
 
 enum rkind {
 	R_ROOT,
@@ -27,11 +28,18 @@ struct resolved {
 	struct artifact *art;	/* R_ARTIFACT (NULL: see RESOLVE_DIR_OK);
 				 * lives as long as the tree */
 	char inner[4096];	/* path inside the artifact, "" for its root */
+	struct scope_hint *hint;	/* RESOLVE_LIST of a namespace: the scopes
+					 * its listing needs, held until
+					 * regclient_hint_drop() */
 };
 
 /* For getattr: a tag directory named in the tag list held is answered
  * from it (art NULL), without its manifest. */
 #define RESOLVE_DIR_OK 1u
+/* For opendir: the directory is about to be listed (its tag list and the
+ * catalog asked), so their tokens are asked for with the resolution's;
+ * r->hint holds their scopes for the listing. */
+#define RESOLVE_LIST 2u
 
 /* Resolve the full path @path ("/<registry>/..."), asking the registry
  * where the caches cannot say. 0 and *r, or -errno. The rule (tree.h):

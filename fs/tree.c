@@ -263,6 +263,7 @@ void target_free(struct tree *t, struct target *g)
 	if (!g)
 		return;
 	artifact_put(t, g->r.art);
+	regclient_hint_drop(t->rc, g->r.hint);
 	free(g);
 }
 

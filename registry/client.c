@@ -19,6 +19,7 @@
 #include <string.h>
 
 #define PAGES_MAX 10000
+#define CATALOG_SCOPE "registry:catalog:*"
 
 /* Set at creation, read-only after; the parts lock their own state. */
 struct regclient {
@@ -166,9 +167,9 @@ bool regclient_challenged(struct regclient *rc, const char *registry)
 }
 
 struct scope_hint *regclient_hint_repos(struct regclient *rc, const char *registry,
-					const char *const *repos, size_t n)
+					const char *const *repos, size_t n, bool catalog)
 {
-	char *names[REG_HINT_MAX] = { NULL }, *scopes[REG_HINT_MAX] = { NULL };
+	char *names[REG_HINT_MAX + 1] = { NULL }, *scopes[REG_HINT_MAX + 1] = { NULL };
 	struct scope_hint *h = NULL;
 	size_t i;
 
@@ -180,10 +181,12 @@ struct scope_hint *regclient_hint_repos(struct regclient *rc, const char *regist
 		if (!scopes[i])
 			goto out_free;
 	}
+	if (catalog && !(scopes[n] = strdup(CATALOG_SCOPE)))
+		goto out_free;
 	h = tokens_hint_add(rc->tk, registry, (const char *const *)scopes,
-			    (const char *const *)names, n);
+			    (const char *const *)names, n + catalog);
 out_free:
-	for (i = 0; i < n; i++) {
+	for (i = 0; i <= n; i++) {
 		free(names[i]);
 		free(scopes[i]);
 	}
@@ -400,7 +403,7 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, struct st
 			   struct reg_error *err)
 {
 	/* Docker Hub names come back as library/x; the tree shows x too. */
-	return list_pages(rc, registry, NULL, "registry:catalog:*", "/v2/_catalog",
+	return list_pages(rc, registry, NULL, CATALOG_SCOPE, "/v2/_catalog",
 			  "repositories", ref_valid_repository, out, err);
 }
 

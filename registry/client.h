@@ -150,14 +150,15 @@ int regclient_get_blob(struct regclient *rc, const char *registry,
  * known: later requests need no 401 of their own)? */
 bool regclient_challenged(struct regclient *rc, const char *registry);
 
-/* Repositories @repos[0..n) of @registry (tree names) are about to be
- * asked at once (the readings of a path). Until regclient_hint_drop(), a
- * token fetched for any repository of @registry also asks for the pull
- * scope of each of them that has none: one token request for all
- * (repeated scope=). Best effort: NULL when nothing is held. */
+/* Repositories @repos[0..n) of @registry (tree names), and its catalog
+ * when @catalog, are about to be asked at once (the readings of a path,
+ * a listing). Until regclient_hint_drop(), a token fetched for @registry
+ * also asks for the scope of each of them that has none: one token
+ * request for all (repeated scope=). Best effort: NULL when nothing is
+ * held. */
 struct scope_hint;
 struct scope_hint *regclient_hint_repos(struct regclient *rc, const char *registry,
-					const char *const *repos, size_t n);
+					const char *const *repos, size_t n, bool catalog);
 void regclient_hint_drop(struct regclient *rc, struct scope_hint *h);
 
 /* Was @repo of @registry last refused with a token that was asked for

@@ -265,8 +265,8 @@ struct scope_hint *tokens_hint_add(struct tokens *tk, const char *registry,
 		goto out_free;
 	for (; h->n < n; h->n++) {
 		h->scopes[h->n] = strdup(scopes[h->n]);
-		h->repos[h->n] = strdup(repos[h->n]);
-		if (!h->scopes[h->n] || !h->repos[h->n]) {
+		h->repos[h->n] = repos[h->n] ? strdup(repos[h->n]) : NULL;
+		if (!h->scopes[h->n] || (repos[h->n] && !h->repos[h->n])) {
 			h->n++;
 			goto out_free;
 		}
@@ -323,8 +323,8 @@ static size_t hint_claim(struct tokens *tk, const char *registry, struct token *
 				continue;
 			if (!t && !(t = token_add(tk, registry, h->scopes[i])))
 				continue;
-			repo = strdup(h->repos[i]);
-			f = repo ? flight_new() : NULL;
+			repo = h->repos[i] ? strdup(h->repos[i]) : NULL;
+			f = repo || !h->repos[i] ? flight_new() : NULL;
 			if (!f) {
 				free(repo);
 				continue;

@@ -24,7 +24,8 @@ void tokens_free(struct tokens *tk);
 bool tokens_challenged(struct tokens *tk, const char *registry);
 
 /* Scopes @scopes[0..n) of @registry (of repositories @repos[i], as the
- * registry knows them: for their credentials) are about to be needed at
+ * registry knows them, NULL for registry-wide scopes: for their
+ * credentials) are about to be needed at
  * once. Until tokens_hint_drop(), a Bearer token fetched for @registry
  * also asks for every one of them that has no token, no fetch in flight
  * and the same credentials: one token request (repeated scope=) for all,

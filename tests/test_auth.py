@@ -672,12 +672,43 @@ def test_token_fresh_path_costs_one_token(content, registry_factory, mount_facto
         ts.stop()
 
 
+@pytest.mark.parametrize("catalog", ["allowed", "refused", "absent"])
+def test_token_fresh_listing_costs_one_token(content, registry_factory, mount_factory,
+                                             tmp_path, catalog):
+    """From a fresh mount, `ls -l <reg>/demo/hello` needs the reading `demo:hello`,
+    the catalog and the tag list of demo/hello: their scopes go in one token
+    request (the challenge of the first request is the only anonymous one)."""
+    store, pushed = content
+    acl = ["demo/*"] + (["registry:catalog"] if catalog != "refused" else [])
+    ts = new_token_server(tmp_path / "ts", acl={None: acl})
+    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
+    proxy = FaultProxy(reg.url)
+    try:
+        if catalog == "absent":
+            proxy.add(r"/v2/_catalog", "status", status=404)
+        m = mount_factory(opts=["registry=" + proxy.host], env=isolated_env(tmp_path))
+        out = subprocess.run(["ls", "-l", os.path.join(m.path, proxy.host, "demo", "hello")],
+                             stdout=subprocess.PIPE, check=True, timeout=60).stdout.decode()
+        assert [line.split()[-1] for line in out.splitlines()[1:]] == ["1.0", "latest"], out
+        assert [sorted(r.scopes) for r in ts.requests] == [
+            ["registry:catalog:*", "repository:demo/hello:pull", "repository:demo:pull"]], \
+            ts.requests
+        got = proxy.seen(r"/v2/.+")
+        assert [s.path for s in got if "Authorization" not in s.headers] == [got[0].path]
+        assert len(proxy.seen(r"/v2/demo/hello/tags/list")) == 1
+    finally:
+        proxy.stop()
+        ts.stop()
+
+
 def test_token_server_granting_fewer_scopes_than_asked(content, registry_factory,
                                                        mount_factory, tmp_path):
     """A token server that leaves a scope out of a token asked for several (here
     `demo/hello`, asked with `demo`; both are allowed): the reading refused with
-    that token asks for its own and still resolves, one token request more; the
-    other reading is not asked again."""
+    that token asks for its own and still resolves, one token request more for
+    its repository; the other reading is not asked again. (The first, failed
+    pass asks the catalog whether the path is a directory, with a token of its
+    own.)"""
     store, pushed = content
     ts = new_token_server(tmp_path / "ts", acl={None: ["demo*"]})
     ts.drop_scope = "repository:demo/hello:pull"
@@ -687,7 +718,9 @@ def test_token_server_granting_fewer_scopes_than_asked(content, registry_factory
         d = os.path.join(m.path, reg.host, "demo", "hello", "1.0")
         assert cat(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
         assert cat(os.path.join(d, "README.md")) == pushed["demo/hello:1.0"].layers[0].data
-        assert [sorted(r.scopes) for r in ts.requests] == [
+        repo_scopes = [sorted(s for s in r.scopes if s.startswith("repository:"))
+                       for r in ts.requests]
+        assert [s for s in repo_scopes if s] == [
             ["repository:demo/hello:pull", "repository:demo:pull"],
             ["repository:demo/hello:pull"]], ts.requests
         assert reg.count("GET", r"/v2/demo/manifests/hello") == 2    # challenge, 404
