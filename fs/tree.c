@@ -223,6 +223,10 @@ static int target_get(struct tree *t, const char *path, unsigned flags, struct t
 out_resolved:
 	if (ret < 0 || g->r.kind != R_ARTIFACT)
 		return ret;
+	/* A tag directory answered from the tag list (RESOLVE_DIR_OK): no
+	 * view to look into. */
+	if (!g->r.art)
+		return g->r.inner[0] ? -ENOENT : 0;
 	g->view = g->r.art->v;
 	if (layout && (ret = artifact_layout(t, g->r.art, &g->view)) < 0)
 		return ret;

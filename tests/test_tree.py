@@ -446,3 +446,25 @@ def test_interrupted_manifest_fetch_does_not_fail_its_waiters(registry_factory,
                 p.kill()
         proxy.stop()
     assert len(proxy.seen(path, method=None)) == 2
+
+
+def test_tag_directory_from_the_tag_list_once_its_prefix_is_known(registry_factory,
+                                                                   mount_factory):
+    """getattr of a tag directory that the tag list names is answered from
+    the list, no manifest asked, also once the shorter reading of its path
+    (ns:app) is known not to be a tag (this crashed the daemon: a target
+    without a view was looked into)."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    for t in ("0", "1"):
+        push_artifact(c, "ns/app", [t], files=[("f.txt", t.encode())])
+    m = mount_factory(opts=["registry=" + reg.host])
+    # The tag list, read through the layout tree: no dentries for the tags
+    # in the artifact tree, so the stat below reaches the daemon.
+    assert sorted(os.listdir(os.path.join(m.path, ".ocifs", "layout", reg.host, "ns",
+                                          "app"))) == ["0", "1"]
+    assert "f.txt" in os.listdir(os.path.join(m.path, reg.host, "ns", "app", "0"))
+    mark = reg.mark()
+    assert stat.S_ISDIR(os.stat(os.path.join(m.path, reg.host, "ns", "app", "1")).st_mode)
+    assert reg.count({"GET", "HEAD"}, r"/v2/ns/app/manifests/.*", since=mark) == 0
+    assert m.alive
