@@ -1,20 +1,32 @@
-/* dircache.h - directory caches: tag answers and listings, for tag_ttl. */
+/* dircache.h - directory caches: tag answers and listings, for tag_ttl,
+ * the least recently used dropped beyond their bounds. */
 #ifndef OCIFS_DIRCACHE_H
 #define OCIFS_DIRCACHE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "client.h"
 
 struct tree;
 struct dircache;
 
-int dircache_new(struct dircache **out);
+/* The bounds, 0 meaning none (tree_opts): tag answers kept, listings
+ * kept, and the bytes of their names. */
+struct dircache_limits {
+	size_t tags_max;
+	size_t listings_max;
+	uint64_t listings_max_bytes;
+};
+
+int dircache_new(const struct dircache_limits *lim, struct dircache **out);
 void dircache_free(struct dircache *dc);
 
 /* The answer held for reg/repo:tag. 1: fresh, *digest (NULL for "not a
  * tag") and *repo_exists set. 0: none fresh; *digest is the last digest
- * known (stale-if-error) or NULL. -ENOMEM. Caller frees *digest. */
+ * known (stale-if-error; gone once the answer is evicted) or NULL.
+ * -ENOMEM. Caller frees *digest. */
 int tags_lookup(struct tree *t, const char *reg, const char *repo, const char *tag,
 		char **digest, bool *repo_exists);
 
@@ -29,9 +41,12 @@ bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
 			    const char *tag);
 
 /* The catalog (@repo NULL) or a tag list, sorted: the one held, else
- * (@fetch) from the registry. On success *out is a copy the caller
- * releases; -EAGAIN when none is held and !@fetch. A refusal (401/403)
- * is -EACCES, logged once (registry, listing, reason) when it starts. */
+ * (@fetch) from the registry, one fetch (all pages) however many threads
+ * ask at once; they share its result, failure included. On success *out
+ * is a copy the caller releases; -EAGAIN when none is held and !@fetch;
+ * -EINTR when the request was interrupted while waiting for another's
+ * fetch. A refusal (401/403) is -EACCES, logged once (registry, listing,
+ * reason) when it starts. */
 int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 	    struct strlist *out);
 

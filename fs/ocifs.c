@@ -42,6 +42,9 @@ struct options {
 	char *cache_max;
 	unsigned artifacts_max;
 	char *artifacts_max_bytes;
+	unsigned tags_max;
+	unsigned listings_max;
+	char *listings_max_bytes;
 	int cache_info;
 	int cache_prune;
 	char *prune_age;
@@ -83,6 +86,9 @@ static const struct fuse_opt option_spec[] = {
 	OPT("cache_max=%s", cache_max),
 	OPT("artifacts_max=%u", artifacts_max),
 	OPT("artifacts_max_bytes=%s", artifacts_max_bytes),
+	OPT("tags_max=%u", tags_max),
+	OPT("listings_max=%u", listings_max),
+	OPT("listings_max_bytes=%s", listings_max_bytes),
 	OPT("--cache-info", cache_info),
 	OPT("--cache-prune", cache_prune),
 	OPT("--cache-prune=%s", prune_age),
@@ -492,6 +498,12 @@ static void usage(const char *prog)
 	       "                           used dropped first (default 2048; 0: unbounded)\n"
 	       "    -o artifacts_max_bytes=SIZE\n"
 	       "                           the memory they take, at most (default 64M)\n"
+	       "    -o tags_max=N          tag answers (tag -> digest, \"not a tag\") kept,\n"
+	       "                           least recently used dropped first (default 16384;\n"
+	       "                           0: unbounded)\n"
+	       "    -o listings_max=N      catalogs and tag lists kept (default 4096)\n"
+	       "    -o listings_max_bytes=SIZE\n"
+	       "                           the bytes of their names kept (default 32M)\n"
 	       "    -o share=none|cached|all\n"
 	       "                           with allow_other: what other users reach: nothing,\n"
 	       "                           what the mount holds, or all as you (default none)\n"
@@ -752,7 +764,8 @@ static char *default_cache(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .artifacts_max = 2048, .tag_ttl = 60, .timeout = 30, .retries = 3,
+	struct options o = { .artifacts_max = 2048, .tags_max = 16384, .listings_max = 4096,
+			     .tag_ttl = 60, .timeout = 30, .retries = 3,
 			     .max_threads = WORKERS_DEFAULT };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -855,6 +868,14 @@ int main(int argc, char *argv[])
 		ret = 1;
 		goto out_args;
 	}
+	long long lists_bytes = o.listings_max_bytes ? parse_size(o.listings_max_bytes) :
+						       32LL << 20;
+	if (lists_bytes < 0) {
+		fprintf(stderr, "ocifs: -o listings_max_bytes=%s: not a size\n",
+			o.listings_max_bytes);
+		ret = 1;
+		goto out_args;
+	}
 
 	enum share_mode share = SHARE_NONE;
 	if (o.share && share_parse(o.share, &share) < 0) {
@@ -927,6 +948,9 @@ int main(int argc, char *argv[])
 		.cache_max = (uint64_t)cache_max,
 		.artifacts_max = o.artifacts_max,
 		.artifacts_max_bytes = (uint64_t)arts_bytes,
+		.tags_max = o.tags_max,
+		.listings_max = o.listings_max,
+		.listings_max_bytes = (uint64_t)lists_bytes,
 		.mirrors = (const char *const *)o.mirrors,
 		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
 		.mirror_backoff = o.mirror_backoff,
@@ -1024,6 +1048,7 @@ out_args:
 	free(o.max_extract);
 	free(o.cache_max);
 	free(o.artifacts_max_bytes);
+	free(o.listings_max_bytes);
 	free(o.prune_age);
 	fuse_opt_free_args(&args);
 	return ret;

@@ -104,8 +104,9 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	t->platform = o->platform;
 	t->limits = o->limits;
 	ret = registries_new(o->registries, &t->regs);
+	struct dircache_limits dl = { o->tags_max, o->listings_max, o->listings_max_bytes };
 	if (ret == 0)
-		ret = dircache_new(&t->dc);
+		ret = dircache_new(&dl, &t->dc);
 	if (ret == 0)
 		ret = artifacts_new(o->artifacts_max, o->artifacts_max_bytes, &t->arts);
 	if (ret == 0)

@@ -40,6 +40,9 @@ struct tree_opts {
 	uint64_t cache_max;		/* bytes, 0 = unbounded */
 	unsigned artifacts_max;		/* artifact views kept, 0 = unbounded */
 	uint64_t artifacts_max_bytes;	/* their memory, 0 = unbounded */
+	unsigned tags_max;		/* tag answers kept, 0 = unbounded */
+	unsigned listings_max;		/* catalogs and tag lists kept, 0 = unbounded */
+	uint64_t listings_max_bytes;	/* their names' bytes, 0 = unbounded */
 	/* -o verify=cosign: keys (cosign.h), or NULL: show everything.
 	 * tree_new() takes them, also when it fails. */
 	struct cosign_keys *verify_keys;

@@ -47,7 +47,8 @@ OPTIONS = ["cache", "tag_ttl", "registry", "insecure", "timeout", "retries",
            "platform", "max_extract", "max_entries"]
 DEFAULTS = {"tag_ttl": "60", "timeout": "30", "retries": "3", "max_extract": "4G",
             "max_entries": "100000", "share": "none", "max_threads": "64",
-            "artifacts_max": "2048", "artifacts_max_bytes": "64M"}
+            "artifacts_max": "2048", "artifacts_max_bytes": "64M", "tags_max": "16384",
+            "listings_max": "4096", "listings_max_bytes": "32M"}
 STATS_KEYS = ["requests", "manifest_requests", "blob_requests", "list_requests",
               "failed_requests", "cache_hits", "cache_misses", "bytes_fetched",
               "bytes_served_from_cache", "bytes_saved_by_platform",
@@ -312,7 +313,7 @@ def test_unknown_option_is_named(ocifs_bin, tmp_path, args, named):
 
 @pytest.mark.parametrize("opt", ["platform=foo/bar", "max_extract=lots", "max_entries=x",
                                  "timeout=soon", "share=everyone", "max_threads=0",
-                                 "artifacts_max_bytes=lots"])
+                                 "artifacts_max_bytes=lots", "listings_max_bytes=lots"])
 def test_bad_option_value_is_named(ocifs_bin, tmp_path, opt):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

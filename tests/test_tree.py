@@ -468,3 +468,199 @@ def test_tag_directory_from_the_tag_list_once_its_prefix_is_known(registry_facto
     assert stat.S_ISDIR(os.stat(os.path.join(m.path, reg.host, "ns", "app", "1")).st_mode)
     assert reg.count({"GET", "HEAD"}, r"/v2/ns/app/manifests/.*", since=mark) == 0
     assert m.alive
+
+
+# --- bounded directory caches (-o tags_max, listings_max, listings_max_bytes) ---
+
+def push_tags(reg, repo, n):
+    """n tags a000... of repo, each on a manifest of its own: {tag: digest}."""
+    c = Client(reg.host)
+    p = push_artifact(c, repo, ["a000"], files=[("f", b"f\n")])
+    body = json.loads(p.manifest)
+    want = {"a000": p.digest}
+    for i in range(1, n):
+        m = json.dumps(dict(body, annotations={"n": str(i)})).encode()
+        want["a%03d" % i] = c.push_manifest(repo, "a%03d" % i, m, p.media_type)
+    return want
+
+
+def tag_digest(m, reg, repo, t):
+    return os.getxattr(os.path.join(m.path, reg.host, repo, t), "user.oci.digest").decode()
+
+
+def test_tag_answers_beyond_tags_max_are_asked_again(registry_factory, mount_factory):
+    """With tags_max=4, 12 tags resolve right; the oldest answers are
+    dropped: the first tag costs one manifest request again (well within
+    tag_ttl), the most recent ones none."""
+    reg = registry_factory()
+    want = push_tags(reg, "tm", 12)
+    m = mount_factory(opts=["registry=" + reg.host, "tags_max=4", "tag_ttl=600"])
+    for t, d in sorted(want.items()):
+        assert tag_digest(m, reg, "tm", t) == d
+    mark = reg.mark()
+    assert tag_digest(m, reg, "tm", "a000") == want["a000"]
+    assert reg.count({"GET", "HEAD"}, r"/v2/tm/manifests/.*", since=mark) == 1
+    assert reg.count({"GET", "HEAD"}, r"/v2/tm/manifests/a000", since=mark) == 1
+    mark = reg.mark()
+    for t in ("a009", "a010", "a011", "a000"):
+        assert tag_digest(m, reg, "tm", t) == want[t]
+    assert reg.count({"GET", "HEAD"}, r"/v2/tm/manifests/.*", since=mark) == 0
+
+
+def push_listed(reg, repos, ntags=2):
+    c = Client(reg.host)
+    for r in repos:
+        p = push_artifact(c, r, ["t000"], files=[("f", r.encode())])
+        tag(c, r, p, *["t%03d" % i for i in range(1, ntags)])
+
+
+def tags_lists(reg, repo, mark):
+    return reg.count("GET", r"/v2/%s/tags/list" % repo, since=mark)
+
+
+def test_listings_beyond_listings_max_are_fetched_again(registry_factory, mount_factory):
+    reg = registry_factory()
+    push_listed(reg, ["lm/r0", "lm/r1", "lm/r2"])
+    m = mount_factory(opts=["registry=" + reg.host, "listings_max=2", "tag_ttl=600"])
+    d = os.path.join(m.path, reg.host, "lm")
+    for i in range(3):
+        assert sorted(os.listdir(os.path.join(d, "r%d" % i))) == ["t000", "t001"]
+    mark = reg.mark()
+    assert sorted(os.listdir(os.path.join(d, "r0"))) == ["t000", "t001"]
+    assert tags_lists(reg, "lm/r0", mark) == 1
+    mark = reg.mark()
+    assert sorted(os.listdir(os.path.join(d, "r0"))) == ["t000", "t001"]
+    assert tags_lists(reg, "lm/r0", mark) == 0
+
+
+def test_listings_beyond_listings_max_bytes_are_fetched_again(registry_factory,
+                                                              mount_factory):
+    """A 200-tag list is over listings_max_bytes=2K alone: kept while it is
+    the newest, dropped for the next listing, fetched again when listed."""
+    reg = registry_factory()
+    push_listed(reg, ["lb/big"], ntags=200)
+    push_listed(reg, ["lb/small"], ntags=1)
+    m = mount_factory(opts=["registry=" + reg.host, "listings_max_bytes=2K",
+                            "tag_ttl=600"])
+    d = os.path.join(m.path, reg.host, "lb")
+    mark = reg.mark()
+    assert len(os.listdir(os.path.join(d, "big"))) == 200
+    assert tags_lists(reg, "lb/big", mark) == 1
+    assert os.listdir(os.path.join(d, "small")) == ["t000"]
+    mark = reg.mark()
+    assert len(os.listdir(os.path.join(d, "big"))) == 200
+    assert tags_lists(reg, "lb/big", mark) == 1
+
+
+def test_concurrent_listings_share_one_fetch(registry_factory, mount_factory):
+    """8 threads list one uncached repository at once: the catalog (3 pages
+    here) and the tag list are fetched once, all their pages, and shared:
+    as many requests as one `ls` alone on a fresh mount makes. The proxy
+    holds the first answer of each until a second request for it comes (2 s
+    at most), which threads fetching on their own would send."""
+    reg = registry_factory()
+    push_listed(reg, ["sf/repo"], ntags=120)
+    push_listed(reg, ["sf/o%d" % i for i in range(4)], ntags=1)
+    proxy = FaultProxy(reg.url)
+    want = ["t%03d" % i for i in range(120)]
+    lists = (r"/v2/_catalog", r"/v2/sf/repo/tags/list")
+
+    def fetches():
+        return [len(proxy.seen(p)) for p in lists]
+    try:
+        opts = ["registry=" + proxy.host, "page_size=2"]
+        m = mount_factory(opts=opts)
+        assert sorted(os.listdir(os.path.join(m.path, proxy.host, "sf", "repo"))) == want
+        one = fetches()
+        assert one[0] == 3, one
+        for p in lists:
+            proxy.add(p, "await", until=p, hold=2, auth=False, times=1)
+        m = mount_factory(opts=opts)
+        d = os.path.join(m.path, proxy.host, "sf", "repo")
+        got, errors = [], []
+
+        def lister():
+            try:
+                got.append(sorted(os.listdir(d)))
+            except OSError as e:
+                errors.append(e)
+        threads = [threading.Thread(target=lister) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert got == [want] * 8
+        assert [b - a for a, b in zip(one, fetches())] == one
+    finally:
+        proxy.stop()
+
+
+def test_concurrent_listings_share_one_failure(registry_factory, mount_factory):
+    """A tag list that fails (503, held until a second request comes, 2 s at
+    most): the threads listing it at once wait for the one request and all
+    get its error, not a request each."""
+    reg = registry_factory()
+    push_listed(reg, ["sx/repo"])
+    proxy = FaultProxy(reg.url)
+    try:
+        p = r"/v2/sx/repo/tags/list"
+        proxy.add(p, "await", until=p, hold=2, auth=False, status=503)
+        m = mount_factory(opts=["registry=" + proxy.host, "retries=0"])
+        d = os.path.join(m.path, proxy.host, "sx", "repo")
+        errs = []
+
+        def lister():
+            try:
+                os.listdir(d)
+                errs.append(0)
+            except OSError as e:
+                errs.append(e.errno)
+        threads = [threading.Thread(target=lister) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errs == [errno.EIO] * 8, errs
+        assert len(proxy.seen(p)) == 1
+    finally:
+        proxy.stop()
+
+
+def test_dircache_eviction_under_concurrent_lookups(registry_factory, mount_factory):
+    """16 threads resolve 48 distinct tags through tags_max=8 while 4 list
+    three repositories through listings_max=2: every answer is right (under
+    ASan: no use of an evicted entry)."""
+    reg = registry_factory()
+    want = push_tags(reg, "tc", 48)
+    push_listed(reg, ["tl/r0", "tl/r1", "tl/r2"])
+    m = mount_factory(opts=["registry=" + reg.host, "tags_max=8", "listings_max=2"])
+    wrong, errors = [], []
+
+    def resolver(seed):
+        rnd = random.Random(seed)
+        for _ in range(150):
+            t = rnd.choice(sorted(want))
+            try:
+                if tag_digest(m, reg, "tc", t) != want[t]:
+                    wrong.append(t)
+            except OSError as e:
+                errors.append((t, e.errno))
+
+    def lister(seed):
+        rnd = random.Random(seed)
+        for _ in range(60):
+            d = os.path.join(m.path, reg.host, "tl", "r%d" % rnd.randrange(3))
+            try:
+                if sorted(os.listdir(d)) != ["t000", "t001"]:
+                    wrong.append(d)
+            except OSError as e:
+                errors.append((d, e.errno))
+    threads = [threading.Thread(target=resolver, args=(s,)) for s in range(16)]
+    threads += [threading.Thread(target=lister, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and wrong == []
