@@ -11,6 +11,7 @@ grepped for the secrets it was given.
 """
 
 import base64
+import contextlib
 import errno
 import json
 import os
@@ -624,6 +625,27 @@ def cat(path):
                           check=True, timeout=60).stdout
 
 
+@contextlib.contextmanager
+def catalog_token_registry(content, registry_factory, mount_factory, tmp_path, catalog):
+    """A token registry serving ``content`` whose catalog is "allowed",
+    "refused" (the token server grants no catalog: 401) or "absent" (a proxy
+    answers 404), anonymous pulls of demo/* only, and a fresh mount of it
+    through the proxy: yields (token server, proxy, mount)."""
+    store, _ = content
+    acl = ["demo/*"] + (["registry:catalog"] if catalog != "refused" else [])
+    ts = new_token_server(tmp_path / "ts", acl={None: acl})
+    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
+    proxy = FaultProxy(reg.url)
+    try:
+        if catalog == "absent":
+            proxy.add(r"/v2/_catalog", "status", status=404)
+        yield ts, proxy, mount_factory(opts=["registry=" + proxy.host],
+                                       env=isolated_env(tmp_path))
+    finally:
+        proxy.stop()
+        ts.stop()
+
+
 @pytest.mark.parametrize("catalog", ["refused", "absent"])
 def test_token_fresh_path_costs_one_token(content, registry_factory, mount_factory, tmp_path,
                                           catalog):
@@ -634,15 +656,9 @@ def test_token_fresh_path_costs_one_token(content, registry_factory, mount_facto
     answers), and the blob. On a registry whose catalog is refused (the token
     server grants no catalog: 401) and on one without a catalog (404), as Docker
     Hub and GHCR are."""
-    store, pushed = content
-    acl = ["demo/*"] + (["registry:catalog"] if catalog == "absent" else [])
-    ts = new_token_server(tmp_path / "ts", acl={None: acl})
-    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
-    proxy = FaultProxy(reg.url)
-    try:
-        if catalog == "absent":
-            proxy.add(r"/v2/_catalog", "status", status=404)
-        m = mount_factory(opts=["registry=" + proxy.host], env=isolated_env(tmp_path))
+    _, pushed = content
+    with catalog_token_registry(content, registry_factory, mount_factory, tmp_path,
+                                catalog) as (ts, proxy, m):
         p = pushed["demo/hello:1.0"]
         assert cat(os.path.join(m.path, proxy.host, "demo", "hello", "1.0", "hello.txt")) == \
             b"Hello from ocifs!\n"
@@ -667,9 +683,6 @@ def test_token_fresh_path_costs_one_token(content, registry_factory, mount_facto
             os.listdir(top)
         assert [s.status for s in proxy.seen(r"/v2/_catalog")][-1:] == \
             [401 if catalog == "refused" else 404]
-    finally:
-        proxy.stop()
-        ts.stop()
 
 
 @pytest.mark.parametrize("catalog", ["allowed", "refused", "absent"])
@@ -678,15 +691,8 @@ def test_token_fresh_listing_costs_one_token(content, registry_factory, mount_fa
     """From a fresh mount, `ls -l <reg>/demo/hello` needs the reading `demo:hello`,
     the catalog and the tag list of demo/hello: their scopes go in one token
     request (the challenge of the first request is the only anonymous one)."""
-    store, pushed = content
-    acl = ["demo/*"] + (["registry:catalog"] if catalog != "refused" else [])
-    ts = new_token_server(tmp_path / "ts", acl={None: acl})
-    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
-    proxy = FaultProxy(reg.url)
-    try:
-        if catalog == "absent":
-            proxy.add(r"/v2/_catalog", "status", status=404)
-        m = mount_factory(opts=["registry=" + proxy.host], env=isolated_env(tmp_path))
+    with catalog_token_registry(content, registry_factory, mount_factory, tmp_path,
+                                catalog) as (ts, proxy, m):
         out = subprocess.run(["ls", "-l", os.path.join(m.path, proxy.host, "demo", "hello")],
                              stdout=subprocess.PIPE, check=True, timeout=60).stdout.decode()
         assert [line.split()[-1] for line in out.splitlines()[1:]] == ["1.0", "latest"], out
@@ -696,9 +702,6 @@ def test_token_fresh_listing_costs_one_token(content, registry_factory, mount_fa
         got = proxy.seen(r"/v2/.+")
         assert [s.path for s in got if "Authorization" not in s.headers] == [got[0].path]
         assert len(proxy.seen(r"/v2/demo/hello/tags/list")) == 1
-    finally:
-        proxy.stop()
-        ts.stop()
 
 
 def test_token_server_granting_fewer_scopes_than_asked(content, registry_factory,
