@@ -1,6 +1,9 @@
-/* registries.c - owns the registries shown in / (given and visited) and
- * the registries that stopped answering. One lock, registries.lock,
- * guards both lists. */
+/* registries.c - owns the registries shown in / (given and answered) and
+ * those that stopped answering. Registries met while the mount runs are
+ * one hashed table (lrumap.h) of at most REGISTRIES_MAX, the least
+ * recently used dropped first: a dropped one leaves / until it answers
+ * again, and a silent one is asked again. registries.lock guards the table
+ * and every entry; the given names are read-only. */
 #include "registries.h"
 
 #include <errno.h>
@@ -10,14 +13,20 @@
 #include <string.h>
 
 #include "log.h"
+#include "lrumap.h"
 #include "tree_impl.h"
 
-/* A registry that stopped answering (refused, unreachable, timed out):
- * until @until it is not asked again, so that stale answers and cached
- * blobs are served at once instead of after a timeout per FUSE call. */
-struct regstate {
-	struct regstate *next;
-	char name[256];
+/* Registries met, beyond those given: a mount asked for names on the
+ * command line of every tool run in it may meet many. */
+#define REGISTRIES_MAX 1024
+
+/* A registry met. One that stopped answering (refused, unreachable,
+ * timed out) is not asked again until @until, so that stale answers and
+ * cached blobs are served at once instead of after a timeout per FUSE
+ * call. Key: the registry's name. */
+struct regent {
+	struct lrumap_node node;	/* first: a node is its entry */
+	bool answered;		/* has answered a request: shown in / */
 	time_t until;
 	int err;
 	char message[512];	/* reg_error.message */
@@ -25,10 +34,17 @@ struct regstate {
 
 struct registries {
 	pthread_mutex_t lock;
-	struct strlist names;		/* lock: shown in / */
-	struct strlist answered;	/* lock: have answered a request */
-	struct regstate *down;		/* lock: registries not answering */
+	struct strlist given;	/* shown in / from the start; read-only */
+	struct lrumap met;	/* lock: struct regent */
 };
+
+#define REG_KEY(reg) ((struct lrukey){ { (reg) }, 1 })
+
+static void regent_free(struct lrumap_node *n)
+{
+	lrumap_node_release(n);
+	free(n);
+}
 
 static int names_add(struct strlist *l, const char *s)
 {
@@ -43,6 +59,14 @@ static int names_add(struct strlist *l, const char *s)
 	return 0;
 }
 
+static bool names_have(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcmp(l->v[i], s))
+			return true;
+	return false;
+}
+
 int registries_new(const char *const *names, struct registries **out)
 {
 	struct registries *r = calloc(1, sizeof(*r));
@@ -50,45 +74,58 @@ int registries_new(const char *const *names, struct registries **out)
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
-	for (size_t i = 0; names && names[i]; i++) {
-		if (names_add(&r->names, names[i]) < 0) {
-			registries_free(r);
-			return -ENOMEM;
-		}
-	}
+	if (lrumap_init(&r->met, REGISTRIES_MAX, 0) < 0)
+		goto out_free;
+	for (size_t i = 0; names && names[i]; i++)
+		if (!names_have(&r->given, names[i]) && names_add(&r->given, names[i]) < 0)
+			goto out_free;
 	*out = r;
 	return 0;
+out_free:
+	registries_free(r);
+	return -ENOMEM;
 }
 
 void registries_free(struct registries *r)
 {
 	if (!r)
 		return;
-	while (r->down) {
-		struct regstate *s = r->down;
-		r->down = s->next;
-		free(s);
-	}
-	strlist_release(&r->names);
-	strlist_release(&r->answered);
+	lrumap_release(&r->met, regent_free);
+	strlist_release(&r->given);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
 
-/* Add @s to @l unless there; r->lock held. */
-static void names_put(struct strlist *l, const char *s)
+/* The entry for @reg, made the most recently used; created if @create.
+ * NULL if none (or short of memory). r->lock held. */
+static struct regent *regent_get(struct registries *r, const char *reg, bool create)
 {
-	for (size_t i = 0; i < l->n; i++)
-		if (!strcmp(l->v[i], s))
-			return;
-	names_add(l, s);
+	struct lrukey k = REG_KEY(reg);
+	struct regent *e = (struct regent *)lrumap_get(&r->met, &k);
+
+	if (e || !create)
+		return e;
+	e = calloc(1, sizeof(*e));
+	if (!e || lrumap_node_init(&r->met, &e->node, &k, sizeof(*e)) < 0) {
+		free(e);
+		return NULL;
+	}
+	lrumap_add(&r->met, &e->node);
+	for (struct lrumap_node *n = lrumap_trim(&r->met, &e->node), *next; n; n = next) {
+		next = n->next;
+		regent_free(n);
+	}
+	return e;
 }
 
 void registries_visit(struct registries *r, const char *reg)
 {
+	struct regent *e;
+
 	pthread_mutex_lock(&r->lock);
-	names_put(&r->names, reg);
-	names_put(&r->answered, reg);
+	e = regent_get(r, reg, true);
+	if (e)
+		e->answered = true;
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -96,31 +133,40 @@ void registries_list(struct registries *r, struct strlist *out)
 {
 	struct strlist l = { 0 };
 
+	for (size_t i = 0; i < r->given.n; i++)
+		if (names_add(&l, r->given.v[i]) < 0)
+			goto out;
 	pthread_mutex_lock(&r->lock);
-	for (size_t i = 0; i < r->names.n; i++)
-		if (names_add(&l, r->names.v[i]) < 0)
+	for (struct lrumap_node *n = r->met.head; n; n = n->next) {
+		const char *name = lrumap_key_part(n, 0);
+		if (((struct regent *)n)->answered && !names_have(&r->given, name) &&
+		    names_add(&l, name) < 0)
 			break;
+	}
 	pthread_mutex_unlock(&r->lock);
+out:
 	*out = l;
+}
+
+bool registries_answered(struct registries *r, const char *reg)
+{
+	struct regent *e;
+	bool answered;
+
+	pthread_mutex_lock(&r->lock);
+	e = regent_get(r, reg, false);
+	answered = e && e->answered;
+	pthread_mutex_unlock(&r->lock);
+	return answered;
 }
 
 /* reg_error.status of a refusal by whom it is for: HTTP has no such one. */
 #define STATUS_NOT_SHARED (-1)
 
-bool registries_answered(struct registries *r, const char *reg)
-{
-	bool found = false;
-
-	pthread_mutex_lock(&r->lock);
-	for (size_t i = 0; i < r->answered.n && !found; i++)
-		found = !strcmp(r->answered.v[i], reg);
-	pthread_mutex_unlock(&r->lock);
-	return found;
-}
-
 int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 {
 	struct registries *rs = t->regs;
+	struct regent *e;
 	int ret = 0;
 
 	if (t->may_fetch && !t->may_fetch()) {
@@ -134,14 +180,12 @@ int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 	if (regclient_mirror_count(t->rc, reg))
 		return 0;
 	pthread_mutex_lock(&rs->lock);
-	for (struct regstate *r = rs->down; r; r = r->next) {
-		if (strcmp(r->name, reg) || r->until <= tree_now())
-			continue;
+	e = regent_get(rs, reg, false);
+	if (e && e->until > tree_now()) {
 		memset(err, 0, sizeof(*err));
 		snprintf(err->message, sizeof(err->message), "%.400s; not asked again for %lds",
-			 r->message, (long)(r->until - tree_now()));
-		ret = r->err;
-		break;
+			 e->message, (long)(e->until - tree_now()));
+		ret = e->err;
 	}
 	pthread_mutex_unlock(&rs->lock);
 	return ret;
@@ -152,13 +196,33 @@ bool reg_not_shared(const struct reg_error *err)
 	return err->status == STATUS_NOT_SHARED;
 }
 
+/* Is a registry "@reg:PORT" known? A tool split a path at ':' (skopeo's
+ * oci:PATH:REF, $PATH, docker -v). r->lock held. */
+static bool split_at_colon(const struct registries *r, const char *reg)
+{
+	size_t l = strlen(reg);
+
+	if (strchr(reg, ':'))
+		return false;
+	for (size_t i = 0; i < r->given.n; i++)
+		if (!strncmp(r->given.v[i], reg, l) && r->given.v[i][l] == ':')
+			return true;
+	for (const struct lrumap_node *n = r->met.head; n; n = n->next) {
+		const char *name = lrumap_key_part(n, 0);
+		if (((const struct regent *)n)->answered && !strncmp(name, reg, l) &&
+		    name[l] == ':')
+			return true;
+	}
+	return false;
+}
+
 void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_error *err)
 {
 	bool silent = ret < 0 && err->status == 0 &&
 		      (ret == -EHOSTUNREACH || ret == -ETIMEDOUT || ret == -EIO);
 	struct registries *rs = t->regs;
-	struct regstate *r;
-	const char *split = NULL;
+	struct regent *e;
+	bool split = false;
 
 	/* Listed in / once something under it resolved: a name that never
 	 * answered is no registry to show. */
@@ -167,23 +231,15 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 	if (ret == -EBADMSG || regclient_mirror_count(t->rc, reg))
 		return;
 	pthread_mutex_lock(&rs->lock);
-	for (r = rs->down; r; r = r->next)
-		if (!strcmp(r->name, reg))
-			break;
-	if (!r && silent && (r = calloc(1, sizeof(*r)))) {
-		snprintf(r->name, sizeof(r->name), "%s", reg);
-		r->next = rs->down;
-		rs->down = r;
-		/* "127.0.0.1" failing while "127.0.0.1:5000" is known: a tool
-		 * split the path at ':' (skopeo's oci:PATH:REF, $PATH, docker -v). */
-		for (size_t i = 0, l = strlen(reg); !strchr(reg, ':') && i < rs->names.n; i++)
-			if (!strncmp(rs->names.v[i], reg, l) && rs->names.v[i][l] == ':')
-				split = reg;
+	e = regent_get(rs, reg, false);
+	if (!e && silent) {
+		split = split_at_colon(rs, reg);
+		e = regent_get(rs, reg, true);
 	}
-	if (r) {
-		r->until = silent ? tree_now() + t->down_window : 0;
-		r->err = ret;
-		snprintf(r->message, sizeof(r->message), "%s", err->message);
+	if (e) {
+		e->until = silent ? tree_now() + t->down_window : 0;
+		e->err = ret;
+		snprintf(e->message, sizeof(e->message), "%s", err->message);
 	}
 	pthread_mutex_unlock(&rs->lock);
 	if (split)
