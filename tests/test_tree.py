@@ -9,6 +9,9 @@ import errno
 import json
 import os
 import random
+import resource
+import selectors
+import socket
 import stat
 import subprocess
 import threading
@@ -139,6 +142,81 @@ def test_names_that_failed_to_resolve_are_not_listed(mount_factory, registry):
     assert ghost not in os.listdir(m.path)
     os.listdir(os.path.join(m.path, registry.host))
     assert registry.host in os.listdir(m.path)
+
+
+class EmptyRegistries:
+    """n registries on loopback ports, each answering any request with an
+    empty catalog (Connection: close), served by one selector thread."""
+
+    BODY = b'{"repositories":[]}'
+
+    def __init__(self, n):
+        self.sel = selectors.DefaultSelector()
+        self.hosts = []
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)
+            s.setblocking(False)
+            self.sel.register(s, selectors.EVENT_READ, None)
+            self.hosts.append("127.0.0.1:%d" % s.getsockname()[1])
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            for key, _ in self.sel.select(0.1):
+                if key.data is None:
+                    try:
+                        c, _ = key.fileobj.accept()
+                    except OSError:
+                        continue
+                    c.setblocking(False)
+                    self.sel.register(c, selectors.EVENT_READ, bytearray())
+                    continue
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except OSError:
+                    chunk = b""
+                key.data.extend(chunk)
+                if chunk and b"\r\n\r\n" not in key.data:
+                    continue
+                self.sel.unregister(key.fileobj)
+                if chunk:
+                    key.fileobj.setblocking(True)
+                    key.fileobj.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                                        % (len(self.BODY), self.BODY))
+                key.fileobj.close()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(timeout=10)
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+        self.sel.close()
+
+
+def test_root_lists_the_registries_used_most_recently(mount_factory):
+    """/ lists the 1,024 registries that answered most recently (besides
+    -o registry=): the 1,025th to answer pushes out the least recently used."""
+    n = 1025
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 512:
+        pytest.skip("needs %d file descriptors" % (n + 512))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 512), hard))
+    regs = EmptyRegistries(n)
+    try:
+        m = mount_factory(opts=["timeout=5"])
+        for h in regs.hosts:
+            assert os.listdir(os.path.join(m.path, h)) == []
+        listed = set(os.listdir(m.path))
+        assert regs.hosts[0] not in listed
+        assert set(regs.hosts[1:]) <= listed
+    finally:
+        regs.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_resolution_is_thread_safe(registry_factory, mount_factory):
