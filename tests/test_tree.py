@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -583,6 +584,25 @@ def test_tag_answers_beyond_tags_max_are_asked_again(registry_factory, mount_fac
     for t in ("a009", "a010", "a011", "a000"):
         assert tag_digest(m, reg, "tm", t) == want[t]
     assert reg.count({"GET", "HEAD"}, r"/v2/tm/manifests/.*", since=mark) == 0
+
+
+def test_evicted_tag_answer_no_longer_serves_offline(registry_factory, mount_factory):
+    """Stale-if-error lasts as long as the answer is kept: with the registry
+    gone, the two tags still kept (tags_max=2) resolve to their last digest;
+    the one dropped is an error."""
+    reg = registry_factory()
+    want = push_tags(reg, "so", 3)
+    m = mount_factory(opts=["registry=" + reg.host, "tags_max=2", "tag_ttl=1", "timeout=2",
+                            "retries=0"])
+    for t in sorted(want):
+        assert tag_digest(m, reg, "so", t) == want[t]
+    t_warm = time.monotonic()
+    reg.stop()
+    wait_for(lambda: time.monotonic() - t_warm > 1.2, 5, what="tag_ttl=1 to expire")
+    assert tag_digest(m, reg, "so", "a002") == want["a002"]
+    assert tag_digest(m, reg, "so", "a001") == want["a001"]
+    with pytest.raises(OSError):
+        tag_digest(m, reg, "so", "a000")
 
 
 def push_listed(reg, repos, ntags=2):
