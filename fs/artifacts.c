@@ -1,16 +1,18 @@
 /* artifacts.c - owns the artifact views: one per registry/repo@digest,
  * built from manifests fetched and verified against their digest (an
- * index is resolved to this platform's manifest). One lock,
- * artifacts.lock, guards the LRU list, the totals, each artifact's
- * references and its fallback and layout fields; the views themselves are
- * immutable. Beyond the bounds the least recently used are taken off the
- * list (freed once no request holds them) and resolved again when next
- * looked up: one manifest request, or none from the blob cache. */
+ * index is resolved to this platform's manifest), in a hashed table kept
+ * in LRU order (lrumap.h). One lock, artifacts.lock, guards the table,
+ * the lookups in flight, each artifact's references and its fallback and
+ * layout fields; the views themselves are immutable. Beyond the bounds the
+ * least recently used are taken out (freed once no request holds them)
+ * and resolved again when next looked up: one manifest request, or none
+ * from the blob cache. */
 #include "artifacts.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "client.h"
 #include "dircache.h"
 #include "log.h"
+#include "lrumap.h"
 #include "manifest.h"
 #include "mirror.h"
 #include "platform.h"
@@ -47,31 +50,39 @@ struct mflight {
 
 struct artifacts {
 	pthread_mutex_t lock;
-	struct artifact *head, *tail;	/* lock: most recently used first */
-	size_t n;			/* lock: on the list */
-	uint64_t bytes;			/* lock: their memory (artifact_footprint()) */
-	size_t max;			/* 0: unbounded; read-only */
-	uint64_t max_bytes;		/* 0: unbounded; read-only */
+	/* lock: by registry, repository and digest, most recently used
+	 * first, within the count and the bytes (artifact_footprint()) */
+	struct lrumap map;
 	struct mflight *flights;	/* lock: as many as lookups in progress */
 };
 
 int artifacts_new(size_t max, uint64_t max_bytes, struct artifacts **out)
 {
 	struct artifacts *as = calloc(1, sizeof(*as));
+	int ret;
 
 	if (!as)
 		return -ENOMEM;
+	ret = lrumap_init(&as->map, max, max_bytes);
+	if (ret < 0) {
+		free(as);
+		return ret;
+	}
 	pthread_mutex_init(&as->lock, NULL);
-	as->max = max;
-	as->max_bytes = max_bytes;
 	*out = as;
 	return 0;
+}
+
+static struct artifact *artifact_of(struct lrumap_node *n)
+{
+	return (struct artifact *)((char *)n - offsetof(struct artifact, node));
 }
 
 static void artifact_free(struct artifact *a)
 {
 	if (!a)
 		return;
+	lrumap_node_release(&a->node);
 	aview_free(a->layout);	/* borrows from a->v */
 	aview_free(a->v);
 	free(a->fallback_path);
@@ -99,53 +110,23 @@ static void warn_log(void *arg, bool expected, const char *msg)
 	log_msg(expected ? LOG_INFO : LOG_WARNING, "%s: %s", (const char *)arg, msg);
 }
 
-/* artifacts.lock held. */
-static void lru_unlink(struct artifacts *as, struct artifact *a)
-{
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		as->head = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
-	else
-		as->tail = a->prev;
-	a->prev = a->next = NULL;
-}
-
-/* artifacts.lock held. */
-static void lru_push(struct artifacts *as, struct artifact *a)
-{
-	a->prev = NULL;
-	a->next = as->head;
-	if (as->head)
-		as->head->prev = a;
-	else
-		as->tail = a;
-	as->head = a;
-}
-
-/* Take the least recently used off the list while over a bound (never
- * @keep, just published); those no request holds are returned in a chain
- * through ->next to be freed outside the lock. artifacts.lock held. */
+/* Take the least recently used out while over a bound (never @keep,
+ * just published); those no request holds are returned in a chain through
+ * ->node.next to be freed outside the lock. artifacts.lock held. */
 static struct artifact *lru_trim(struct artifacts *as, const struct artifact *keep)
 {
-	struct artifact *dead = NULL, *a = as->tail;
+	struct lrumap_node *n = lrumap_trim(&as->map, &keep->node), *next;
+	struct artifact *dead = NULL;
 
-	while (a && ((as->max && as->n > as->max) ||
-		     (as->max_bytes && as->bytes > as->max_bytes))) {
-		struct artifact *prev = a->prev;
-		if (a != keep) {
-			lru_unlink(as, a);
-			as->n--;
-			as->bytes -= a->bytes;
-			a->evicted = true;
-			if (!a->refs) {
-				a->next = dead;
-				dead = a;
-			}
+	for (; n; n = next) {
+		struct artifact *a = artifact_of(n);
+		next = n->next;
+		n->next = NULL;
+		a->evicted = true;
+		if (!a->refs) {
+			n->next = dead ? &dead->node : NULL;
+			dead = a;
 		}
-		a = prev;
 	}
 	return dead;
 }
@@ -153,17 +134,22 @@ static struct artifact *lru_trim(struct artifacts *as, const struct artifact *ke
 static void free_chain(struct artifact *a)
 {
 	while (a) {
-		struct artifact *next = a->next;
+		struct artifact *next = a->node.next ? artifact_of(a->node.next) : NULL;
 		artifact_free(a);
 		a = next;
 	}
+}
+
+static void free_node(struct lrumap_node *n)
+{
+	artifact_free(artifact_of(n));
 }
 
 void artifacts_free(struct artifacts *as)
 {
 	if (!as)
 		return;
-	free_chain(as->head);	/* no request is left at unmount */
+	lrumap_release(&as->map, free_node);	/* no request is left at unmount */
 	pthread_mutex_destroy(&as->lock);
 	free(as);
 }
@@ -328,17 +314,15 @@ again:
 	return ret;
 }
 
-/* artifacts.lock held: the listed one for repo@digest, or NULL. */
+/* artifacts.lock held: the listed one for repo@digest, or NULL; @touch
+ * makes it the most recently used. */
 static struct artifact *lru_find(struct artifacts *as, const char *reg, const char *repo,
-				 const char *digest)
+				 const char *digest, bool touch)
 {
-	struct artifact *a;
+	const struct lrukey k = { { reg, repo, digest }, 3 };
+	struct lrumap_node *n = touch ? lrumap_get(&as->map, &k) : lrumap_peek(&as->map, &k);
 
-	for (a = as->head; a; a = a->next)
-		if (!strcmp(a->digest, digest) && !strcmp(a->repo, repo) &&
-		    !strcmp(a->registry, reg))
-			break;
-	return a;
+	return n ? artifact_of(n) : NULL;
 }
 
 /* The artifact for repo@digest in memory, with a reference, or NULL. */
@@ -348,12 +332,9 @@ static struct artifact *artifact_find(struct tree *t, const char *reg, const cha
 	struct artifact *a;
 
 	pthread_mutex_lock(&t->arts->lock);
-	a = lru_find(t->arts, reg, repo, digest);
-	if (a) {
+	a = lru_find(t->arts, reg, repo, digest, true);
+	if (a)
 		a->refs++;
-		lru_unlink(t->arts, a);
-		lru_push(t->arts, a);
-	}
 	pthread_mutex_unlock(&t->arts->lock);
 	return a;
 }
@@ -365,7 +346,7 @@ static bool artifact_listed(struct tree *t, const char *reg, const char *repo,
 	bool listed;
 
 	pthread_mutex_lock(&t->arts->lock);
-	listed = lru_find(t->arts, reg, repo, digest) != NULL;
+	listed = lru_find(t->arts, reg, repo, digest, false) != NULL;
 	pthread_mutex_unlock(&t->arts->lock);
 	return listed;
 }
@@ -549,13 +530,15 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 		log_msg(LOG_WARNING, "%s: the index has no manifest for %s; it offers: %s", what,
 			p, a->v->offered[0] ? a->v->offered : "no platforms");
 	}
-	a->bytes = artifact_footprint(a, NULL);
+	ret = lrumap_node_init(&t->arts->map, &a->node,
+			       &(const struct lrukey){ { reg, repo, digest }, 3 },
+			       artifact_footprint(a, NULL));
+	if (ret < 0)
+		goto out_free;
 	pthread_mutex_lock(&t->arts->lock);
-	b = lru_find(t->arts, reg, repo, digest);
+	b = lru_find(t->arts, reg, repo, digest, true);
 	if (!b) {
-		lru_push(t->arts, a);
-		t->arts->n++;
-		t->arts->bytes += a->bytes;
+		lrumap_add(&t->arts->map, &a->node);
 		dead = lru_trim(t->arts, a);
 		b = a;
 		a = NULL;
@@ -926,8 +909,7 @@ int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out
 		l = NULL;
 		/* The layout counts too; it may push others out. */
 		if (!a->evicted) {
-			t->arts->bytes += bytes - a->bytes;
-			a->bytes = bytes;
+			lrumap_set_bytes(&t->arts->map, &a->node, bytes);
 			dead = lru_trim(t->arts, a);
 		}
 	}

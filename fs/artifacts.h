@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lrumap.h"
+
 struct tree;
 struct aview;
 struct artifacts;
@@ -16,11 +18,12 @@ struct artifacts;
  * artifacts.lock holds a reference (artifact_put() drops it), so eviction
  * frees only one no request is using. */
 struct artifact {
-	struct artifact *prev, *next;	/* artifacts.lock: the LRU list */
+	/* artifacts.lock: in the table of artifacts.c, keyed by registry,
+	 * repo and digest; its bytes are the memory it holds, views
+	 * included, counted against artifacts_max_bytes */
+	struct lrumap_node node;
 	unsigned refs;		/* artifacts.lock */
-	bool evicted;		/* artifacts.lock: off the list, freed at refs 0 */
-	size_t bytes;		/* artifacts.lock: its memory, views included,
-				 * counted against artifacts_max_bytes */
+	bool evicted;		/* artifacts.lock: out of the table, freed at refs 0 */
 	char *registry, *repo;
 	char *digest;		/* what the reference resolved to */
 	struct aview *v;
