@@ -36,14 +36,6 @@ READERS = int(os.environ.get("READERS", "64"))
 SMALL_MIB = int(os.environ.get("BENCH_SMALL_MIB", "64"))
 
 
-def hwm_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 
 
 
@@ -91,12 +83,12 @@ def main():
 
         # 1. memory while streaming the big blob cold
         m = fresh("rss")
-        base = hwm_kib(m.proc.pid)
+        base = m.memory_kib("VmHWM")
         p = os.path.join(m.path, reg.host, "bench/big/v1/big.bin")
         t0 = time.monotonic()
         got = sha256_file(p)
         t_big = time.monotonic() - t0
-        peak = hwm_kib(m.proc.pid)
+        peak = m.memory_kib("VmHWM")
         assert got == big_hex, "wrong bytes from the big blob"
         m.unmount()
 

@@ -222,14 +222,6 @@ def test_insecure_does_not_follow_a_redirect(content, pki, registry_factory, pro
 
 # --- listings ----------------------------------------------------------------------
 
-def daemon_hwm_kib(m):
-    with open("/proc/%d/status" % m.proc.pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_invalid_tag_names_are_dropped(content, proxy, mount_factory):
     proxy.add(r"/v2/demo/hello/tags/list", "replace", digest=False,
               content_type="application/json",
@@ -250,7 +242,7 @@ def test_chained_tag_pages_are_capped_in_bytes(content, proxy, mount_factory):
               content_type="application/json", body=page,
               headers={"Link": '</v2/demo/hello/tags/list?n=1&last=x>; rel="next"'})
     m = mount_factory(opts=["registry=" + proxy.host], debug=True)
-    base = daemon_hwm_kib(m)
+    base = m.memory_kib("VmHWM")
     d = os.path.join(m.path, proxy.host, "demo", "hello")
     try:
         os.listdir(d)
@@ -264,7 +256,7 @@ def test_chained_tag_pages_are_capped_in_bytes(content, proxy, mount_factory):
     with open("/proc/%d/maps" % m.proc.pid) as f:
         asan = "libasan" in f.read()       # its quarantine keeps freed memory
     if not asan:
-        assert daemon_hwm_kib(m) - base < 48 * 1024
+        assert m.memory_kib("VmHWM") - base < 48 * 1024
 
 
 def test_redirected_blobs_are_counted(content, proxy, mount_factory):
