@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -131,13 +132,35 @@ static struct artifact *lru_trim(struct artifacts *as, const struct artifact *ke
 	return dead;
 }
 
-static void free_chain(struct artifact *a)
+/* Free a chain from lru_trim(): the bytes it held. */
+static size_t free_chain(struct artifact *a)
 {
+	size_t bytes = 0;
+
 	while (a) {
 		struct artifact *next = a->node.next ? artifact_of(a->node.next) : NULL;
+		bytes += a->node.bytes;
 		artifact_free(a);
 		a = next;
 	}
+	return bytes;
+}
+
+/* A big manifest's parse (jansson's tree, the copies) and the views it
+ * pushed out leave their memory in malloc's free lists, in whichever
+ * arena each FUSE thread used: give those pages back, so that the
+ * daemon's RSS follows artifacts_max_bytes. It walks every arena, so only
+ * after big ones. */
+#define GIVE_BACK_MIN (1u << 20)
+
+static void give_back(size_t bytes)
+{
+#ifdef __GLIBC__
+	if (bytes >= GIVE_BACK_MIN)
+		malloc_trim(0);
+#else
+	(void)bytes;
+#endif
 }
 
 static void free_node(struct lrumap_node *n)
@@ -163,8 +186,11 @@ void artifact_put(struct tree *t, struct artifact *a)
 	pthread_mutex_lock(&t->arts->lock);
 	dead = --a->refs == 0 && a->evicted;
 	pthread_mutex_unlock(&t->arts->lock);
-	if (dead)
+	if (dead) {
+		size_t bytes = a->node.bytes;
 		artifact_free(a);
+		give_back(bytes);
+	}
 }
 
 /* A lookup run by single_flight(): 0 or 1 with *out (a reference, or
@@ -472,7 +498,7 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 	struct artifact *a, *b, *dead = NULL;
 	char *cbody = NULL, *ctype = NULL;
 	const char *cdigest = NULL;
-	size_t clen = 0;
+	size_t clen = 0, freed = 0;
 	int ret;
 
 	ret = parse_or_log(what, digest, body, len, content_type, &top);
@@ -545,7 +571,7 @@ static int artifact_publish(struct tree *t, const char *reg, const char *repo,
 	}
 	b->refs++;
 	pthread_mutex_unlock(&t->arts->lock);
-	free_chain(dead);
+	freed = free_chain(dead);
 	if (a) {
 		artifact_free(a);	/* another thread won the race */
 	} else {
@@ -561,6 +587,7 @@ out_free:
 out_body:
 	free(cbody);
 	free(ctype);
+	give_back(len + clen + freed);
 	return ret;
 }
 
@@ -915,7 +942,7 @@ int artifact_layout(struct tree *t, struct artifact *a, const struct aview **out
 	}
 	*out = a->layout;
 	pthread_mutex_unlock(&t->arts->lock);
-	free_chain(dead);
+	give_back(free_chain(dead));
 	aview_free(l);	/* another thread built it first */
 	return 0;
 }

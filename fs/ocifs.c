@@ -7,6 +7,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -117,6 +118,7 @@ static const struct fuse_opt option_spec[] = {
  * take: the rest stay free for lookups, ls and /.ocifs/stats. A waiting
  * open costs a thread, little else: enough that a parallel build's
  * readers of one cold tool all wait on its one download. */
+#define MMAP_THRESHOLD (128 << 10)	/* bytes: glibc's initial default, kept */
 #define WORKERS_DEFAULT 64
 #define WORKERS_RESERVED 4
 
@@ -774,6 +776,14 @@ int main(int argc, char *argv[])
 	struct cosign_keys *keys = NULL;	/* until tree_new() takes them */
 	char root[2048] = "";
 	int ret = 1;
+
+#ifdef __GLIBC__
+	/* Big buffers (manifests, listings, their parse trees' strings) go
+	 * back to the system when freed: glibc's threshold would otherwise
+	 * rise past them after the first free and keep them in the heap,
+	 * and the daemon's RSS would not follow artifacts_max_bytes. */
+	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+#endif
 
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
 		return 1;
