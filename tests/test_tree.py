@@ -478,48 +478,69 @@ def test_concurrent_lookups_share_one_manifest_request(registry_factory, mount_f
         proxy.stop()
 
 
-def flight_mount(registry_factory, mount_factory, gate):
-    """(proxy, mount, tag dir, manifest path): flight/app:0 known from its tag
-    list, its manifest held by the proxy until @gate is set."""
-    reg = registry_factory()
-    push_artifact(Client(reg.host), "flight/app", ["0"], files=[("f.txt", b"0\n")])
-    proxy = FaultProxy(reg.url)
-    m = mount_factory(opts=["registry=" + proxy.host, "insecure=" + proxy.host])
-    repo = os.path.join(m.path, proxy.host, "flight", "app")
-    assert os.listdir(repo) == ["0"]
-    path = r"/v2/flight/app/manifests/0"
-    proxy.add(path, "forward", gate=gate, hold=60)
-    return proxy, m, os.path.join(repo, "0"), path
+class Flight:
+    """Two ls of the tag directory flight/app/0 (known from its tag list),
+    whose manifest the proxy holds until ``gate`` is set: ``first`` asks for
+    it (``get``, the proxy's record of its GET), ``second`` waits on it."""
+
+    def __init__(self, registry_factory, mount_factory):
+        reg = registry_factory()
+        push_artifact(Client(reg.host), "flight/app", ["0"], files=[("f.txt", b"0\n")])
+        self.gate = threading.Event()
+        self.proxy = FaultProxy(reg.url)
+        self.m = mount_factory(opts=["registry=" + self.proxy.host,
+                                     "insecure=" + self.proxy.host])
+        repo = os.path.join(self.m.path, self.proxy.host, "flight", "app")
+        assert os.listdir(repo) == ["0"]
+        self.path = r"/v2/flight/app/manifests/0"
+        self.proxy.add(self.path, "forward", gate=self.gate, hold=60)
+        self.ls = ["ls", os.path.join(repo, "0")]
+        self.first = self.second = None
+
+    def __enter__(self):
+        try:
+            self.first = subprocess.Popen(self.ls, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE)
+            self.get = wait_for(lambda: self.proxy.seen(self.path), 20,
+                                what="the manifest GET")[0]
+            self.second = subprocess.Popen(self.ls, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
+            wait_for(lambda: mount_stats(self.m)["lookups_waiting"] == 1, 20,
+                     what="the second ls waiting")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def listed(self, p):
+        """Release the manifest; did ls @p list the artifact?"""
+        self.gate.set()
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        return b"f.txt" in out.split()
+
+    def __exit__(self, *exc):
+        self.gate.set()
+        for p in (self.first, self.second):
+            if p and p.poll() is None:
+                p.kill()
+        self.proxy.stop()
+
+    def gets(self):
+        return len(self.proxy.seen(self.path, method=None))
 
 
 def test_killed_lookup_waiting_on_a_manifest_ends(registry_factory, mount_factory):
     """An ls waiting on another's fetch of the manifest ends when killed
     (the daemon answers its interrupt), long before the answer comes; the
     fetch goes on for the first ls."""
-    gate = threading.Event()
-    proxy, m, d, path = flight_mount(registry_factory, mount_factory, gate)
-    first = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    second = None
-    try:
-        wait_for(lambda: proxy.seen(path), 20, what="the manifest GET")
-        second = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for(lambda: mount_stats(m)["lookups_waiting"] == 1, 20,
-                 what="the second ls waiting")
-        second.kill()
-        second.wait(10)
-        assert mount_stats(m)["lookups_waiting"] == 0
-        assert first.poll() is None
-        gate.set()
-        out, err = first.communicate(timeout=30)
-        assert first.returncode == 0, err
-        assert b"f.txt" in out.split()
-    finally:
-        gate.set()
-        for p in (first, second):
-            if p and p.poll() is None:
-                p.kill()
-        proxy.stop()
-    assert len(proxy.seen(path, method=None)) == 1
+    with Flight(registry_factory, mount_factory) as f:
+        f.second.kill()
+        f.second.wait(10)
+        assert mount_stats(f.m)["lookups_waiting"] == 0
+        assert f.first.poll() is None
+        assert f.listed(f.first)
+    assert f.gets() == 1
 
 
 def test_interrupted_manifest_fetch_does_not_fail_its_waiters(registry_factory,
@@ -527,29 +548,12 @@ def test_interrupted_manifest_fetch_does_not_fail_its_waiters(registry_factory,
     """The ls whose request fetches the manifest is killed: the transfer is
     dropped, and the ls waiting on it asks again instead of taking its
     EINTR."""
-    gate = threading.Event()
-    proxy, m, d, path = flight_mount(registry_factory, mount_factory, gate)
-    first = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    second = None
-    try:
-        get = wait_for(lambda: proxy.seen(path), 20, what="the manifest GET")[0]
-        second = subprocess.Popen(["ls", d], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_for(lambda: mount_stats(m)["lookups_waiting"] == 1, 20,
-                 what="the second ls waiting")
-        first.kill()
-        first.wait(10)
-        assert get.done.wait(10), "the daemon still waits on the killed ls's transfer"
-        gate.set()
-        out, err = second.communicate(timeout=30)
-        assert second.returncode == 0, err
-        assert b"f.txt" in out.split()
-    finally:
-        gate.set()
-        for p in (first, second):
-            if p and p.poll() is None:
-                p.kill()
-        proxy.stop()
-    assert len(proxy.seen(path, method=None)) == 2
+    with Flight(registry_factory, mount_factory) as f:
+        f.first.kill()
+        f.first.wait(10)
+        assert f.get.done.wait(10), "the daemon still waits on the killed ls's transfer"
+        assert f.listed(f.second)
+    assert f.gets() == 2
 
 
 def test_tag_directory_from_the_tag_list_once_its_prefix_is_known(registry_factory,
