@@ -149,10 +149,41 @@ def through(proxy, mount_factory):
 
 # --- FUSE workers ---------------------------------------------------------------
 
+def waits_and_refusals(m, proxy, procs, waiting, what, also=None):
+    """``procs`` all wait on stalled downloads: exactly ``waiting`` reach the
+    registry, the others fail at once with EAGAIN, and the kept workers
+    answer metadata (``ls``, the stats, ``also()``) meanwhile. Ends the
+    children and the proxy."""
+    try:
+        wait_for(lambda: len(blob_gets(proxy)) >= waiting, 20,
+                 what="%d blob GETs" % waiting)
+        ended = lambda: [p for p in procs if p.poll() is not None]  # noqa: E731
+        wait_for(lambda: len(ended()) >= len(procs) - waiting, 20,
+                 what="%d %s refused" % (len(procs) - waiting, what))
+        refused = ended()
+        assert len(refused) == len(procs) - waiting
+        for p in refused:
+            assert p.returncode != 0
+            assert b"Resource temporarily unavailable" in p.stderr.read()
+        assert len(blob_gets(proxy)) == waiting
+        names, _ = within(lambda: os.listdir(m.path), 10, "ls " + m.path)
+        assert proxy.host in names
+        doc, _ = within(lambda: stats(m), 10, "read /.ocifs/stats")
+        assert len(doc["in_flight"]) == waiting
+        if also:
+            within(also, 10, "metadata while the opens wait")
+    finally:
+        end_children(procs)
+        proxy.stop()
+    for p in procs:
+        p.wait(30)
+    assert m.alive
+
+
 @pytest.mark.parametrize("max_threads", [None, 8], ids=["default 64", "max_threads=8"])
 def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_threads):
     """20 opens stalled on their downloads: up to max_threads - 4 wait, the
-    rest get EAGAIN, and ls and /.ocifs/stats are answered meanwhile."""
+    rest get EAGAIN, and ls, stat and /.ocifs/stats are answered meanwhile."""
     workers = max_threads or 64
     waiting = min(N_FILES, workers - RESERVED_WORKERS)
     proxy.add(BLOBS, "stall", after=0, hold=120)
@@ -161,39 +192,16 @@ def test_slow_opens_leave_workers_for_metadata(content, proxy, through, max_thre
     d = art(m, proxy.host, "s/many", "1")
     assert len(os.listdir(d)) >= N_FILES
     cats = [cat(os.path.join(d, "f%02d.bin" % i)) for i in range(N_FILES)]
-    try:
-        # Exactly `waiting` opens reach the registry; the others fail at once.
-        wait_for(lambda: len(blob_gets(proxy)) >= waiting, 20,
-                 what="%d blob GETs" % waiting)
-        ended = lambda: [p for p in cats if p.poll() is not None]  # noqa: E731
-        wait_for(lambda: len(ended()) >= N_FILES - waiting, 20,
-                 what="%d readers refused" % (N_FILES - waiting))
-        refused = ended()
-        assert len(refused) == N_FILES - waiting
-        for p in refused:
-            assert p.returncode != 0
-            assert b"Resource temporarily unavailable" in p.stderr.read()
-        assert len(blob_gets(proxy)) == waiting
-        # The kept workers answer metadata while the opens wait.
-        names, _ = within(lambda: os.listdir(m.path), 10, "ls " + m.path)
-        assert proxy.host in names
-        doc, _ = within(lambda: stats(m), 10, "read /.ocifs/stats")
-        assert len(doc["in_flight"]) == waiting
-        _, _ = within(lambda: os.stat(os.path.join(d, "f00.bin")), 10, "stat f00.bin")
-        assert ("too many opens waiting" in m.log_text()) == (waiting < N_FILES)
-    finally:
-        end_children(cats)
-        proxy.stop()
-    for p in cats:
-        p.wait(30)
-    assert m.alive
+    # A stat of a file whose open waits is metadata too.
+    waits_and_refusals(m, proxy, cats, waiting, "readers",
+                       also=lambda: os.stat(os.path.join(d, "f00.bin")))
+    assert ("too many opens waiting" in m.log_text()) == (waiting < N_FILES)
 
 
 def test_archive_directories_waiting_on_downloads_take_worker_slots(content, proxy, through):
     """Listing an archive layer's directory waits on its download and
     extraction as a cold open does: beyond max_threads - 4 such waits get
     EAGAIN at once, and metadata is still answered."""
-    waiting = 8 - RESERVED_WORKERS
     proxy.add(BLOBS, "stall", after=0, hold=120)
     m = through("timeout=120", "max_threads=8")
     d = art(m, proxy.host, "s/tgzs", "1")
@@ -202,28 +210,7 @@ def test_archive_directories_waiting_on_downloads_take_worker_slots(content, pro
     assert all(os.path.basename(x) in names for x in dirs), names
     lss = [subprocess.Popen(["ls", x], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
            for x in dirs]
-    try:
-        wait_for(lambda: len(blob_gets(proxy)) >= waiting, 20,
-                 what="%d blob GETs" % waiting)
-        ended = lambda: [p for p in lss if p.poll() is not None]  # noqa: E731
-        wait_for(lambda: len(ended()) >= N_ARCHIVES - waiting, 20,
-                 what="%d listings refused" % (N_ARCHIVES - waiting))
-        refused = ended()
-        assert len(refused) == N_ARCHIVES - waiting
-        for p in refused:
-            assert p.returncode != 0
-            assert b"Resource temporarily unavailable" in p.stderr.read()
-        assert len(blob_gets(proxy)) == waiting
-        names, _ = within(lambda: os.listdir(m.path), 10, "ls " + m.path)
-        assert proxy.host in names
-        doc, _ = within(lambda: stats(m), 10, "read /.ocifs/stats")
-        assert len(doc["in_flight"]) == waiting
-    finally:
-        end_children(lss)
-        proxy.stop()
-    for p in lss:
-        p.wait(30)
-    assert m.alive
+    waits_and_refusals(m, proxy, lss, 8 - RESERVED_WORKERS, "listings")
 
 
 # --- interrupts -----------------------------------------------------------------
