@@ -542,6 +542,17 @@ static long long parse_size(const char *s)
 	return (long long)(v << shift);
 }
 
+/* -o @name=@val (NULL: @dflt) as a size into *out; false, said on stderr,
+ * when malformed. */
+static bool size_opt(const char *name, const char *val, long long dflt, long long *out)
+{
+	*out = val ? parse_size(val) : dflt;
+	if (*out >= 0)
+		return true;
+	fprintf(stderr, "ocifs: -o %s=%s: not a size\n", name, val);
+	return false;
+}
+
 /* SOURCE is a registry ("ghcr.io", "localhost:5000") or a reference
  * ("ghcr.io/org/tool:v1", "ubuntu"): the tree path the mount's root shows. */
 static int root_of(const char *src, char *out, size_t len)
@@ -853,39 +864,17 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	struct tarx_limits lim = TARX_DEFAULT_LIMITS;
-	if (o.max_extract) {
-		long long v = parse_size(o.max_extract);
-		if (v < 0) {
-			fprintf(stderr, "ocifs: -o max_extract=%s: not a size\n", o.max_extract);
-			ret = 1;
-			goto out_args;
-		}
-		lim.max_bytes = (uint64_t)v;
+	long long extract_max, cache_max, arts_bytes, lists_bytes;
+	if (!size_opt("max_extract", o.max_extract, (long long)lim.max_bytes, &extract_max) ||
+	    !size_opt("cache_max", o.cache_max, 0, &cache_max) ||
+	    !size_opt("artifacts_max_bytes", o.artifacts_max_bytes, 64LL << 20, &arts_bytes) ||
+	    !size_opt("listings_max_bytes", o.listings_max_bytes, 32LL << 20, &lists_bytes)) {
+		ret = 1;
+		goto out_args;
 	}
+	lim.max_bytes = (uint64_t)extract_max;
 	if (o.max_entries)
 		lim.max_entries = o.max_entries;
-	long long cache_max = o.cache_max ? parse_size(o.cache_max) : 0;
-	if (cache_max < 0) {
-		fprintf(stderr, "ocifs: -o cache_max=%s: not a size\n", o.cache_max);
-		ret = 1;
-		goto out_args;
-	}
-	long long arts_bytes = o.artifacts_max_bytes ? parse_size(o.artifacts_max_bytes) :
-						       64LL << 20;
-	if (arts_bytes < 0) {
-		fprintf(stderr, "ocifs: -o artifacts_max_bytes=%s: not a size\n",
-			o.artifacts_max_bytes);
-		ret = 1;
-		goto out_args;
-	}
-	long long lists_bytes = o.listings_max_bytes ? parse_size(o.listings_max_bytes) :
-						       32LL << 20;
-	if (lists_bytes < 0) {
-		fprintf(stderr, "ocifs: -o listings_max_bytes=%s: not a size\n",
-			o.listings_max_bytes);
-		ret = 1;
-		goto out_args;
-	}
 
 	enum share_mode share = SHARE_NONE;
 	if (o.share && share_parse(o.share, &share) < 0) {
