@@ -355,15 +355,16 @@ def test_big_manifests_leave_memory_within_artifacts_max_bytes(registry_factory,
         push_artifact(c, "big/a", [t], files=[("f.txt", b"f\n")],
                       annotations={"n": str(i), "pad": "x" * 3_900_000})
     m = mount_factory(opts=["registry=" + reg.host, "artifacts_max_bytes=8M"])
-    if m.sanitized:
-        pytest.skip("ASan's allocator keeps what is freed: RSS says nothing here")
     repo = os.path.join(m.path, reg.host, "big", "a")
     assert sorted(os.listdir(repo)) == tags
     base = m.memory_kib()
     for t in tags:
         assert os.getxattr(os.path.join(repo, t), "user.oci.digest").startswith(b"sha256:")
-    grown = (m.memory_kib() - base) / 1024
-    assert grown < 8 + 8, "RSS grew by %.1f MiB" % grown
+    # Under ASan the lookups and evictions still run (its use-after-free
+    # check), but its allocator keeps what is freed: RSS says nothing there.
+    if not m.sanitized:
+        grown = (m.memory_kib() - base) / 1024
+        assert grown < 8 + 8, "RSS grew by %.1f MiB" % grown
 
 
 def test_open_file_outlives_eviction(registry_factory, mount_factory):
