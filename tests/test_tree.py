@@ -301,6 +301,17 @@ def read_f(m, reg, i):
         return f.read()
 
 
+def read_all_uncached(m, reg, pushed):
+    """Read every artifact of push_many() once, then remove their manifests
+    from the blob cache (so that resolving one again shows as a request);
+    the registry's mark after that."""
+    for i in range(len(pushed)):
+        assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
+    for p in pushed:
+        os.unlink(os.path.join(m.cache, "blobs", "sha256", p.hex))
+    return reg.mark()
+
+
 def test_evicted_artifact_is_resolved_again(registry_factory, mount_factory):
     """Beyond artifacts_max the least recently used view is dropped: reading
     it again asks for its manifest once (its copy in the blob cache removed
@@ -308,11 +319,7 @@ def test_evicted_artifact_is_resolved_again(registry_factory, mount_factory):
     reg = registry_factory()
     pushed = push_many(reg, 10)
     m = mount_factory(opts=["registry=" + reg.host, "artifacts_max=4"])
-    for i in range(10):
-        assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
-    for p in pushed:
-        os.unlink(os.path.join(m.cache, "blobs", "sha256", p.hex))
-    mark = reg.mark()
+    mark = read_all_uncached(m, reg, pushed)
     assert read_f(m, reg, 0) == b"artifact 0\n" * 500
     assert reg.count({"GET", "HEAD"}, r"/v2/lru/r0/manifests/.*", since=mark) == 1
     mark = reg.mark()
@@ -330,11 +337,7 @@ def test_artifacts_max_bytes_counts_the_views_memory(registry_factory, mount_fac
     assert len(pushed[0].manifest) == len(pushed[1].manifest)
     m = mount_factory(opts=["registry=" + reg.host, "tag_ttl=600",
                             "artifacts_max_bytes=%d" % (2 * len(pushed[0].manifest))])
-    for i in range(2):
-        assert read_f(m, reg, i) == b"artifact %d\n" % i * 500
-    for p in pushed:
-        os.unlink(os.path.join(m.cache, "blobs", "sha256", p.hex))
-    mark = reg.mark()
+    mark = read_all_uncached(m, reg, pushed)
     assert read_f(m, reg, 1) == b"artifact 1\n" * 500
     assert reg.count({"GET", "HEAD"}, r"/v2/lru/.*/manifests/.*", since=mark) == 0
     assert read_f(m, reg, 0) == b"artifact 0\n" * 500
