@@ -19,7 +19,10 @@
  * OAuth2 refresh token (POST); tokens are kept per registry and scope
  * until expires_in (default 60 s): one token request per scope and expiry,
  * shared with its failure by every request waiting for it; the scopes
- * hinted with regclient_hint_repos() share one request. A realm that
+ * hinted with regclient_hint_repos() share one request. A token that is
+ * a JWT whose "access" claim leaves out a repository scope it was asked
+ * for (jwt.h) is not sent for it: the request fails at once with EACCES,
+ * as the registry's 401 insufficient_scope would. A realm that
  * fails is EACCES, naming the realm. Credentials come from auth_lookup()
  * (auth.h) when a token or header is made. The Authorization header
  * is never sent to another host:port on a redirect (curl drops custom

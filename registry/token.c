@@ -19,6 +19,14 @@
  * but the next request for it asks for it alone (a token server may grant
  * fewer scopes than asked; tokens_refused_shared() tells the caller).
  *
+ * A token that is a JWT says which of the scopes asked it grants (its
+ * "access" claim, jwt.h). A request for a scope it does not grant is not
+ * sent: it fails at once as the registry's 401 insufficient_scope to it
+ * would (token_ungranted()). That is the common case while resolving a
+ * path on registries like Docker Hub, whose token server grants no scope
+ * of a repository that does not exist: the reading `ns:repo` of
+ * `ns/repo/tag` costs no manifest request there.
+ *
  * Locks: tk->lock guards the token table, the remembered challenges, the
  * hints and every field of their entries and of the flights;
  * tk->token_done is broadcast under it when a flight lands. Hints are
@@ -27,6 +35,7 @@
  */
 #include "token.h"
 #include "auth.h"
+#include "jwt.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -66,6 +75,7 @@ struct token {
 	struct flight *flight;	/* set while a fetch for it is in flight */
 	bool shared;		/* asked for together with other scopes ... */
 	bool refused;		/* ... and a registry refused it for this one */
+	bool ungranted;		/* the token says it does not grant the scope */
 	bool creds;		/* earned with credentials ... */
 	char source[256];	/* ... from here */
 };
@@ -420,6 +430,26 @@ static void denied_message(const struct req *rq, long status, bool creds, const 
 			 "(docker login, or -o authfile=)", rq->registry, repo);
 }
 
+/* Token @t (valid, under tk->lock) does not grant its scope: fail the
+ * request that would carry it as the registry's answer would, without
+ * sending it. @retry: the token answers the request's challenge, whose
+ * retry's 401 is final (transport.c: the denied hook); else it would be
+ * sent first, and the 401 insufficient_scope come back to bearer(). */
+static int token_ungranted(struct token *t, const struct req *rq, bool retry,
+			   struct reg_error *err)
+{
+	err->status = 401;
+	if (!err->code[0])
+		snprintf(err->code, sizeof(err->code), "UNAUTHORIZED");
+	if (retry) {
+		denied_message(rq, 401, t->creds, t->source, err);
+	} else {
+		t->refused = t->shared;
+		denied_message(rq, t->creds ? 403 : 401, t->creds, t->source, err);
+	}
+	return -EACCES;
+}
+
 /* A token goes into a header: refuse anything that could break out. */
 static bool token_ok(const char *t)
 {
@@ -599,13 +629,16 @@ static bool creds_same(struct tokens *tk, const char *registry, const char *repo
  * gets the result. @ts[i] for i > 0 is a hinted scope of repository
  * @repos[i]: it stays in the request only if that repository has the
  * same credentials, else its flight lands empty and its waiters fetch
- * their own. On success the header of @ts[0] goes to *@out (may be NULL). */
+ * their own. On success the header of @ts[0] goes to *@out (may be NULL),
+ * unless the token does not grant its scope: then rq fails as
+ * token_ungranted() says (@retry). */
 static int fetch_flight(struct tokens *tk, const struct req *rq, const char *realm,
 			const char *service, struct token **ts, char *const *repos, size_t n,
-			char **out, struct auth_who *who, struct reg_error *err)
+			bool retry, char **out, struct auth_who *who, struct reg_error *err)
 {
 	struct auth_opts ao = { .authfile = tk->authfile };
 	const char *scopes[SCOPES_MAX];
+	enum jwt_grant grant[SCOPES_MAX];
 	bool asked[SCOPES_MAX];
 	struct auth_cred c = { 0 };
 	char why[256], *hdr = NULL;
@@ -625,9 +658,11 @@ static int fetch_flight(struct tokens *tk, const struct req *rq, const char *rea
 	started = now_mono();
 	ret = fetch_token(tk, rq, realm, service, scopes, k, found == 0 ? &c : NULL, &hdr, &ttl,
 			  err);
+	if (ret == 0)
+		jwt_grants(hdr + strlen("Bearer "), scopes, k, grant);
 
 	pthread_mutex_lock(&tk->lock);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0, j = 0; i < n; i++) {
 		struct token *t = ts[i];
 		struct flight *f = t->flight;
 		int r = asked[i] ? ret : 0;
@@ -642,6 +677,7 @@ static int fetch_flight(struct tokens *tk, const struct req *rq, const char *rea
 			t->expires = started + ttl;
 			t->shared = k > 1;
 			t->refused = false;
+			t->ungranted = grant[j] == JWT_REFUSED;
 			t->creds = found == 0;
 			snprintf(t->source, sizeof(t->source), "%s", found == 0 ? c.source : "");
 			if (i == 0 && who)
@@ -649,12 +685,18 @@ static int fetch_flight(struct tokens *tk, const struct req *rq, const char *rea
 		}
 		if (i == 0)
 			ret = r;
+		if (asked[i])
+			j++;
 		f->done = true;
 		f->ret = r;
 		if (r < 0)
 			f->err = *err;
 		flight_unref(f);
 	}
+	/* The fetch succeeded for every waiter; each decides whether it
+	 * may send what the token grants. */
+	if (ret == 0 && ts[0]->ungranted)
+		ret = token_ungranted(ts[0], rq, retry, err);
 	pthread_cond_broadcast(&tk->token_done);
 	pthread_mutex_unlock(&tk->lock);
 	if (ret == 0 && out) {
@@ -669,10 +711,11 @@ static int fetch_flight(struct tokens *tk, const struct req *rq, const char *rea
 /* Bearer: the header for (registry, scope), from the cache when another
  * thread got a newer one than @sent, else from the token server, asking
  * in the same request for the hinted scopes that have none. A fetch in
- * flight for the scope is waited for, and its failure shared. */
+ * flight for the scope is waited for, and its failure shared. @retry: the
+ * header answers a challenge to the request (else it is sent first). */
 static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 		  const char *service, const char *scope, const char *sent, bool insufficient,
-		  char **out, struct auth_who *who, struct reg_error *err)
+		  bool retry, char **out, struct auth_who *who, struct reg_error *err)
 {
 	struct token *ts[SCOPES_MAX], *t;
 	char *repos[SCOPES_MAX] = { NULL };
@@ -693,6 +736,11 @@ static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 		}
 	}
 	if (t && token_usable(t) && (!sent || strcmp(t->header, sent))) {
+		if (t->ungranted) {
+			ret = token_ungranted(t, rq, retry, err);
+			pthread_mutex_unlock(&tk->lock);
+			return ret;
+		}
 		*out = strdup(t->header);
 		token_copy_who(t, who);
 		pthread_mutex_unlock(&tk->lock);
@@ -725,7 +773,7 @@ static int bearer(struct tokens *tk, const struct req *rq, const char *realm,
 	if (!alone)
 		n += hint_claim(tk, rq->registry, ts + 1, repos + 1, SCOPES_MAX - 1);
 	pthread_mutex_unlock(&tk->lock);
-	ret = fetch_flight(tk, rq, realm, service, ts, repos, n, out, who, err);
+	ret = fetch_flight(tk, rq, realm, service, ts, repos, n, retry, out, who, err);
 	for (size_t i = 1; i < n; i++)
 		free(repos[i]);
 	return ret;
@@ -788,6 +836,7 @@ static int basic(struct tokens *tk, const struct req *rq, const char *sent, bool
 			free_secret(t->header);
 			t->header = copy;
 			t->expires = 0;
+			t->ungranted = false;
 			t->creds = true;
 			snprintf(t->source, sizeof(t->source), "%s", c.source);
 		}
@@ -836,7 +885,8 @@ static int answer_challenge(struct tokens *tk, const struct req *rq, const char 
 		challenge_remember(tk, rq->registry, realm, auth_challenge_param(ch, "service"));
 		pthread_mutex_unlock(&tk->lock);
 		ret = bearer(tk, rq, realm, auth_challenge_param(ch, "service"), scope ? scope : "",
-			     sent, error && !strcmp(error, "insufficient_scope"), out, who, err);
+			     sent, error && !strcmp(error, "insufficient_scope"), true, out, who,
+			     err);
 	} else if (auth_challenge_find(&cs, "Basic")) {
 		pthread_mutex_lock(&tk->lock);
 		challenge_remember(tk, rq->registry, NULL, NULL);
@@ -876,6 +926,11 @@ static int hook_cached(void *arg, const struct req *rq, char **out, struct auth_
 		}
 	}
 	if (t && token_usable(t)) {
+		if (t->ungranted) {
+			ret = token_ungranted(t, rq, false, err);
+			pthread_mutex_unlock(&tk->lock);
+			return ret;
+		}
 		*out = strdup(t->header);
 		token_copy_who(t, who);
 		pthread_mutex_unlock(&tk->lock);
@@ -891,7 +946,7 @@ static int hook_cached(void *arg, const struct req *rq, char **out, struct auth_
 	}
 	pthread_mutex_unlock(&tk->lock);
 	if (bearer_known)
-		ret = bearer(tk, rq, realm, service, scope, NULL, false, out, who, err);
+		ret = bearer(tk, rq, realm, service, scope, NULL, false, false, out, who, err);
 	else if (c)
 		ret = basic(tk, rq, NULL, false, out, who, err);
 	else

@@ -576,8 +576,9 @@ def test_token_one_challenge_per_registry(content, token_server, token_registry,
                                           mount_factory, tmp_path):
     """A registry's challenge is remembered: the first request for another
     repository already carries a token for it (no 401 first), and no scope is
-    asked for twice. Only the mount's first request is challenged (it is
-    refused twice: anonymous, then with a token that lacks the scope)."""
+    asked for twice. Only the mount's first request is challenged (`demo:hello`,
+    anonymous; the token it earns says it lacks `demo`, so it is not sent
+    again)."""
     _, pushed = content
     reg = token_registry
     m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
@@ -598,9 +599,13 @@ def test_token_first_readings_overlap(content, token_server, token_registry, mou
     first 401, not for the first reading's answer: the proxy holds the
     answer to `demo:hello` with a token until the request for
     `demo/hello:1.0` has come (10 s at most), which a one-after-the-other
-    resolution never sends in time. Same requests as before: only the first
-    reading is challenged, each scope is asked for once."""
+    resolution never sends in time. (The token server grants `demo` here, as
+    one granting scopes of repositories that do not exist does: else the
+    token says `demo` is refused and `demo:hello` is not sent with it.) Same
+    requests as before: only the first reading is challenged, each scope is
+    asked for once."""
     _, pushed = content
+    token_server.acl[None] = ["demo*", "registry:catalog"]
     proxy = FaultProxy(token_registry.url)
     try:
         proxy.add(r"/v2/demo/manifests/hello", "await", until=r"/v2/demo/hello/manifests/1\.0",
@@ -649,13 +654,15 @@ def catalog_token_registry(content, registry_factory, mount_factory, tmp_path, c
 @pytest.mark.parametrize("catalog", ["refused", "absent"])
 def test_token_fresh_path_costs_one_token(content, registry_factory, mount_factory, tmp_path,
                                           catalog):
-    """From a fresh mount, `cat <reg>/demo/hello/1.0/hello.txt` costs one challenge,
-    one token request carrying the scopes of both readings (`demo:hello` and
-    `demo/hello:1.0`), each reading's manifest once with that token (one round:
-    `demo` is denied as Docker Hub denies a missing repository, `demo/hello:1.0`
-    answers), and the blob. On a registry whose catalog is refused (the token
-    server grants no catalog: 401) and on one without a catalog (404), as Docker
-    Hub and GHCR are."""
+    """From a fresh mount, `cat <reg>/demo/hello/1.0/hello.txt` costs the minimum:
+    one challenge (the anonymous `demo:hello`), one token request carrying the
+    scopes of both readings (`demo:hello` and `demo/hello:1.0`), one manifest
+    request (`demo/hello:1.0`) and the blob. The token server grants no
+    `repository:demo:pull` (`demo` does not exist here, as Docker Hub grants no
+    scope of a missing repository), and the token (a JWT) says so: the reading
+    `demo:hello` is not asked again with it. On a registry whose catalog is
+    refused (the token server grants no catalog: 401) and on one without a
+    catalog (404), as Docker Hub and GHCR are."""
     _, pushed = content
     with catalog_token_registry(content, registry_factory, mount_factory, tmp_path,
                                 catalog) as (ts, proxy, m):
@@ -670,10 +677,9 @@ def test_token_fresh_path_costs_one_token(content, registry_factory, mount_facto
         assert "Authorization" not in first.headers
         assert all("Authorization" in s.headers for s in rest)
         hello = [b for b in p.layers if b.data == b"Hello from ocifs!\n"][0]
-        assert sorted((s.path, s.status) for s in rest) == sorted([
-            ("/v2/demo/manifests/hello", 401),
+        assert [(s.path, s.status) for s in rest] == [
             ("/v2/demo/hello/manifests/1.0", 200),
-            ("/v2/demo/hello/blobs/" + hello.digest, 200)]), [(s.path, s.status) for s in got]
+            ("/v2/demo/hello/blobs/" + hello.digest, 200)], [(s.path, s.status) for s in got]
         # The catalog is what the test says it is: refused is EACCES.
         top = os.path.join(m.path, proxy.host)
         if catalog == "refused":
@@ -727,6 +733,32 @@ def test_token_server_granting_fewer_scopes_than_asked(content, registry_factory
             ["repository:demo/hello:pull", "repository:demo:pull"],
             ["repository:demo/hello:pull"]], ts.requests
         assert reg.count("GET", r"/v2/demo/manifests/hello") == 2    # challenge, 404
+    finally:
+        ts.stop()
+
+
+def test_token_granted_shorter_reading_is_still_asked(content, registry_factory,
+                                                      mount_factory, tmp_path):
+    """A token server that grants the shorter reading's scope (`demo`, ACL
+    "demo*", though no such repository exists): the token does not rule it
+    out, so `demo:hello` is asked with it (404) beside `demo/hello:1.0`, in the
+    same round, and the path resolves; one token request for both. Only the
+    scopes a token says it lacks are skipped."""
+    store, _ = content
+    ts = new_token_server(tmp_path / "ts", acl={None: ["demo*"]})
+    reg = registry_factory(storage_dir=store.storage_dir, token=ts.registry_config())
+    try:
+        m = mount_factory(opts=["registry=" + reg.host], env=isolated_env(tmp_path))
+        mark = reg.mark()
+        d = os.path.join(m.path, reg.host, "demo", "hello", "1.0")
+        assert cat(os.path.join(d, "hello.txt")) == b"Hello from ocifs!\n"
+        assert [sorted(r.scopes) for r in ts.requests] == \
+            [["repository:demo/hello:pull", "repository:demo:pull"]], ts.requests
+        got = [(a.path, a.status) for a in reg.requests("GET", r"/v2/.+/manifests/.+",
+                                                        since=mark)]
+        assert sorted(got) == sorted([("/v2/demo/manifests/hello", 401),
+                                      ("/v2/demo/manifests/hello", 404),
+                                      ("/v2/demo/hello/manifests/1.0", 200)]), got
     finally:
         ts.stop()
 
