@@ -45,6 +45,7 @@ struct mflight {
 	bool done;
 	int ret;		/* once done: the lookup's answer ... */
 	bool repo_exists;	/* ... */
+	struct reg_error err;	/* ... why it failed, if said (lookup_fn) ... */
 	struct artifact *a;	/* ... with a reference for each waiter */
 	pthread_cond_t cond;
 };
@@ -194,8 +195,11 @@ void artifact_put(struct tree *t, struct artifact *a)
 }
 
 /* A lookup run by single_flight(): 0 or 1 with *out (a reference, or
- * NULL) and *repo_exists as artifact_by_*() answer, or -errno. */
-typedef int (*lookup_fn)(struct tree *t, void *arg, struct artifact **out, bool *repo_exists);
+ * NULL) and *repo_exists as artifact_by_*() answer, or -errno with @err
+ * (zeroed by the caller) saying why when the lookup left the logging to
+ * its caller. */
+typedef int (*lookup_fn)(struct tree *t, void *arg, struct artifact **out, bool *repo_exists,
+			 struct reg_error *err);
 
 #define FLIGHT_RETRIES 8	/* leaders interrupted while we waited */
 
@@ -249,10 +253,10 @@ static struct mflight *mflight_get(struct artifacts *as, const char *key, bool *
 	return f;
 }
 
-/* artifacts.lock held: the lookup @f is done with @ret, @a, @exists; each
- * waiter gets a reference of its own. */
+/* artifacts.lock held: the lookup @f is done with @ret, @a, @exists
+ * (@err when it failed); each waiter gets a reference of its own. */
 static void mflight_land(struct artifacts *as, struct mflight *f, int ret, struct artifact *a,
-			 bool exists)
+			 bool exists, const struct reg_error *err)
 {
 	struct mflight **pp;
 
@@ -262,6 +266,8 @@ static void mflight_land(struct artifacts *as, struct mflight *f, int ret, struc
 	f->done = true;
 	f->ret = ret;
 	f->repo_exists = exists;
+	if (ret < 0)
+		f->err = *err;
 	f->a = ret < 0 ? NULL : a;
 	if (f->a)
 		f->a->refs += f->holders - 1;
@@ -284,11 +290,12 @@ static void mflight_free(struct mflight *f)
 }
 
 /* Run @fn for @key once however many lookups ask at the same time: the
- * first runs it, the others wait and share its answer, failure included.
- * A waiter whose own request is interrupted leaves with -EINTR; one whose
- * leader's request was asks again. */
+ * first runs it, the others wait and share its answer, failure included
+ * (and its reason in @err, zeroed first). A waiter whose own request is
+ * interrupted leaves with -EINTR; one whose leader's request was asks
+ * again. */
 static int single_flight(struct tree *t, const char *key, lookup_fn fn, void *arg,
-			 struct artifact **out, bool *repo_exists)
+			 struct artifact **out, bool *repo_exists, struct reg_error *err)
 {
 	struct artifacts *as = t->arts;
 	unsigned tries = 0;
@@ -297,10 +304,11 @@ static int single_flight(struct tree *t, const char *key, lookup_fn fn, void *ar
 	bool lead, exists, last;
 	int ret;
 
+	memset(err, 0, sizeof(*err));
 	/* Another user's request asks no registry (reg_gate()): nothing
 	 * to share, and it must not answer for the mount's owner's. */
 	if (t->may_fetch && !t->may_fetch())
-		return fn(t, arg, out, repo_exists);
+		return fn(t, arg, out, repo_exists, err);
 again:
 	a = NULL;
 	exists = false;
@@ -308,11 +316,11 @@ again:
 	f = mflight_get(as, key, &lead);
 	pthread_mutex_unlock(&as->lock);
 	if (!f)
-		return fn(t, arg, out, repo_exists);	/* alone, then */
+		return fn(t, arg, out, repo_exists, err);	/* alone, then */
 	if (lead) {
-		ret = fn(t, arg, &a, &exists);
+		ret = fn(t, arg, &a, &exists, err);
 		pthread_mutex_lock(&as->lock);
-		mflight_land(as, f, ret, a, exists);
+		mflight_land(as, f, ret, a, exists, err);
 	} else {
 		stats_manifest_wait(t->stats, 1);
 		pthread_mutex_lock(&as->lock);
@@ -321,6 +329,8 @@ again:
 			ret = f->ret;
 			exists = f->repo_exists;
 			a = f->a;	/* its reference was taken for us */
+			if (ret < 0)
+				*err = f->err;
 		}
 	}
 	last = mflight_leave(f);
@@ -596,8 +606,10 @@ struct digest_job {
 	const char *what;
 };
 
-/* The artifact for repo@digest from the cache or the registry. */
-static int digest_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists)
+/* The artifact for repo@digest from the cache or the registry (failures
+ * logged by manifest_bytes()). */
+static int digest_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists,
+		      struct reg_error *err)
 {
 	struct digest_job *j = arg;
 	char *body = NULL, *ctype = NULL;
@@ -605,6 +617,7 @@ static int digest_job(struct tree *t, void *arg, struct artifact **out, bool *re
 	int ret;
 
 	(void)repo_exists;
+	(void)err;
 	/* It may have landed while we waited to lead. */
 	if ((*out = artifact_find(t, j->reg, j->repo, j->digest)))
 		return 0;
@@ -622,12 +635,13 @@ int artifact_by_digest(struct tree *t, const char *reg, const char *repo,
 {
 	char what[1600];
 	struct digest_job j = { reg, repo, digest, what };
+	struct reg_error err;
 	bool exists;
 
 	if ((*out = artifact_find(t, reg, repo, digest)))
 		return 0;
 	snprintf(what, sizeof(what), "%s/%s@%s", reg, repo, digest);
-	return single_flight(t, what, digest_job, &j, out, &exists);
+	return single_flight(t, what, digest_job, &j, out, &exists, &err);
 }
 
 /* GET the manifest of repo:tag into @rm; one that does not hash to the
@@ -698,7 +712,7 @@ static int tag_cached(struct tree *t, const char *reg, const char *repo, const c
  * and answer as artifact_by_tag(). */
 static int tag_fetch(struct tree *t, const char *reg, const char *repo, const char *tag,
 		     const char *stale, const char *what, struct artifact **out,
-		     bool *repo_exists)
+		     bool *repo_exists, struct reg_error *why)
 {
 	struct reg_manifest rm = { 0 };
 	struct reg_error err;
@@ -728,6 +742,13 @@ static int tag_fetch(struct tree *t, const char *reg, const char *repo, const ch
 					what, err.message, stale);
 			ret = artifact_by_digest(t, reg, repo, stale, out);
 			ret = ret < 0 ? ret : 1;
+			goto out_free;
+		}
+		if (ret == -EACCES) {
+			/* Refused: one reading of a path among others (resolve.c),
+			 * whose caller logs it if no reading resolves. */
+			log_reg_at(LOG_DEBUG, what, &err, ret);
+			*why = err;
 			goto out_free;
 		}
 		log_reg_error(what, &err, ret);
@@ -766,7 +787,8 @@ struct tag_job {
 	const char *what;
 };
 
-static int tag_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists)
+static int tag_job(struct tree *t, void *arg, struct artifact **out, bool *repo_exists,
+		   struct reg_error *err)
 {
 	struct tag_job *j = arg;
 	char *stale = NULL;
@@ -775,29 +797,33 @@ static int tag_job(struct tree *t, void *arg, struct artifact **out, bool *repo_
 	/* It may have landed while we waited to lead. */
 	ret = tag_cached(t, j->reg, j->repo, j->tag, out, repo_exists, &stale);
 	if (ret == -EAGAIN)
-		ret = tag_fetch(t, j->reg, j->repo, j->tag, stale, j->what, out, repo_exists);
+		ret = tag_fetch(t, j->reg, j->repo, j->tag, stale, j->what, out, repo_exists,
+				err);
 	free(stale);
 	return ret;
 }
 
 /* Resolve repo:tag. Returns 1 with *out for a tag, 0 when the registry
  * says there is no such tag (*repo_exists tells whether the repository
- * is there), or -errno. A registry that cannot be reached is answered from
- * the last known digest (stale-if-error). Lookups of one tag at the same
- * time share one request. */
+ * is there), or -errno (a refusal's reason, not logged, in @why). A
+ * registry that cannot be reached is answered from the last known digest
+ * (stale-if-error). Lookups of one tag at the same time share one
+ * request. */
 static int artifact_by_tag(struct tree *t, const char *reg, const char *repo,
-			   const char *tag, struct artifact **out, bool *repo_exists)
+			   const char *tag, struct artifact **out, bool *repo_exists,
+			   struct reg_error *why)
 {
 	char what[1600], *stale = NULL;
 	struct tag_job j = { reg, repo, tag, what };
 	int ret;
 
+	memset(why, 0, sizeof(*why));
 	ret = tag_cached(t, reg, repo, tag, out, repo_exists, &stale);
 	free(stale);
 	if (ret != -EAGAIN)
 		return ret;
 	snprintf(what, sizeof(what), "%s/%s:%s", reg, repo, tag);
-	return single_flight(t, what, tag_job, &j, out, repo_exists);
+	return single_flight(t, what, tag_job, &j, out, repo_exists, why);
 }
 
 /* The platform-suffixed tag to try for @tag ("0.0.1" ->
@@ -816,15 +842,16 @@ static bool platform_alt_tag(const struct tree *t, const char *tag, char *alt, s
 }
 
 int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
-				    const char *tag, struct artifact **out, bool *repo_exists)
+				    const char *tag, struct artifact **out, bool *repo_exists,
+				    struct reg_error *why)
 {
 	char alt[REF_TAG_MAX + 64];
 	bool exists = false;
-	int ret = artifact_by_tag(t, reg, repo, tag, out, repo_exists);
+	int ret = artifact_by_tag(t, reg, repo, tag, out, repo_exists, why);
 
 	if (ret != 0 || !*repo_exists || !platform_alt_tag(t, tag, alt, sizeof(alt)))
 		return ret;
-	return artifact_by_tag(t, reg, repo, alt, out, &exists);
+	return artifact_by_tag(t, reg, repo, alt, out, &exists, why);
 }
 
 int artifact_known(struct tree *t, const char *reg, const char *repo, const char *ref)

@@ -11,6 +11,7 @@
 struct tree;
 struct aview;
 struct artifacts;
+struct reg_error;
 
 /* A resolved reference and its view. Immutable once published; kept,
  * most recently used first, within artifacts_max and artifacts_max_bytes
@@ -51,12 +52,15 @@ void artifact_put(struct tree *t, struct artifact *a);
 
 /* Resolve repo:tag. Returns 1 with *out (a reference) for a tag, 0 when the registry
  * says there is no such tag (*repo_exists tells whether the repository
- * is there), or -errno. A registry that cannot be reached is answered from
- * the last known digest (stale-if-error). Seed 002: "0.0.1" resolves to
- * "0.0.1-linux-amd64" on linux/amd64 where the registry has no plain
- * "0.0.1". */
+ * is there), or -errno. Other failures are logged; a refusal (-EACCES) is
+ * logged at debug level only, its reason in @why (message empty when
+ * there is nothing to say), for the caller to log if it is final. A
+ * registry that cannot be reached is answered from the last known digest
+ * (stale-if-error). Seed 002: "0.0.1" resolves to "0.0.1-linux-amd64" on
+ * linux/amd64 where the registry has no plain "0.0.1". */
 int artifact_by_tag_or_platform_tag(struct tree *t, const char *reg, const char *repo,
-				    const char *tag, struct artifact **out, bool *repo_exists);
+				    const char *tag, struct artifact **out, bool *repo_exists,
+				    struct reg_error *why);
 
 /* The complete OCI image layout of @a, every platform (artifact.h),
  * built on first use: reads every platform's manifest of an index (from

@@ -80,7 +80,17 @@ struct cand {
 	size_t k;		/* c[1..k] is the repository */
 	int ret;		/* 1: an artifact, 0: not a tag, -errno */
 	bool repo_exists;	/* ret 0: the repository is there */
+	struct reg_error err;	/* ret -EACCES: why, if not logged yet */
 	struct artifact *art;
+};
+
+/* Why no reading of a path resolved: the longest one refused, logged by
+ * resolve() once the path is final. The shorter readings are refused
+ * all the time (Docker Hub denies a repository that does not exist as it
+ * denies a private one): that alone is no error. */
+struct refusal {
+	char what[1200];	/* "<registry>/<repository>:<tag>" */
+	struct reg_error err;	/* message empty: nothing to log */
 };
 
 static void cand_ask(struct cand *q)
@@ -91,7 +101,7 @@ static void cand_ask(struct cand *q)
 			q->ret = 1;
 	} else {
 		q->ret = artifact_by_tag_or_platform_tag(q->t, q->reg, q->name, q->ref, &q->art,
-							 &q->repo_exists);
+							 &q->repo_exists, &q->err);
 	}
 }
 
@@ -233,9 +243,10 @@ static bool cands_refused_shared(struct tree *t, const char *reg, const struct c
 }
 
 /* resolve() once; *@again (may be NULL) says whether a reading was
- * refused with a shared token. */
+ * refused with a shared token; @why, which refusal to log when the path
+ * is refused. */
 static int resolve_once(struct tree *t, const char *path, unsigned flags, struct resolved *r,
-			bool *again)
+			bool *again, struct refusal *why)
 {
 	char buf[4096], *c[PATH_COMPONENTS_MAX];
 	bool dotted[PATH_COMPONENTS_MAX], known[PATH_COMPONENTS_MAX], shorter_known = true;
@@ -245,6 +256,7 @@ static int resolve_once(struct tree *t, const char *path, unsigned flags, struct
 	int ret, denied = 0;
 
 	memset(r, 0, sizeof(*r));
+	memset(why, 0, sizeof(*why));
 	ret = split(path, buf, sizeof(buf), c, &n);
 	if (ret < 0)
 		return ret;
@@ -340,6 +352,7 @@ static int resolve_once(struct tree *t, const char *path, unsigned flags, struct
 		}
 		/* Refused by -o verify= (and logged): final. */
 		if (ret == -EKEYREJECTED) {
+			why->err.message[0] = '\0';
 			ret = -EACCES;
 			goto out_free;
 		}
@@ -349,6 +362,9 @@ static int resolve_once(struct tree *t, const char *path, unsigned flags, struct
 		 * the registry down and this one cached). */
 		if (ret == -EACCES) {
 			denied = ret;
+			snprintf(why->what, sizeof(why->what), "%s/%s:%s", r->reg, q[i].name,
+				 q[i].ref);
+			why->err = q[i].err;
 			continue;
 		}
 		if (ret < 0) {
@@ -431,16 +447,20 @@ static struct scope_hint *list_hint(struct tree *t, const char *path)
 int resolve(struct tree *t, const char *path, unsigned flags, struct resolved *r)
 {
 	struct scope_hint *h = flags & RESOLVE_LIST ? list_hint(t, path) : NULL;
+	struct refusal why;
 	bool again = false;
 	int ret;
 
-	ret = resolve_once(t, path, flags, r, &again);
+	ret = resolve_once(t, path, flags, r, &again, &why);
 	/* A token asked for several readings may lack one the token server
 	 * grants alone (it grants what it allows, and some grant fewer
 	 * scopes than asked): when the path failed and such a reading was
 	 * refused, it is asked once more, with a token of its own. */
 	if (ret < 0 && ret != -ENOMEM && again)
-		ret = resolve_once(t, path, flags, r, NULL);
+		ret = resolve_once(t, path, flags, r, NULL, &why);
+	/* Refused, every reading: one line, naming the longest. */
+	if (ret == -EACCES && why.err.message[0])
+		log_reg_error(why.what, &why.err, ret);
 	if (ret == 0 && r->kind == R_NAMESPACE)
 		r->hint = h;
 	else

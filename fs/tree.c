@@ -40,14 +40,19 @@ bool tree_fresh(const struct tree *t, time_t at)
 	return tree_now() - at < (time_t)t->tag_ttl;
 }
 
-void log_reg_error(const char *what, const struct reg_error *e, int ret)
+void log_reg_at(int prio, const char *what, const struct reg_error *e, int ret)
 {
 	if (e->code[0])
-		log_msg(LOG_ERR, "%s: %s (%s)", what, e->message, e->code);
+		log_msg(prio, "%s: %s (%s)", what, e->message, e->code);
 	else if (e->message[0])
-		log_msg(LOG_ERR, "%s: %s", what, e->message);
+		log_msg(prio, "%s: %s", what, e->message);
 	else
-		log_msg(LOG_ERR, "%s: %s", what, strerror(-ret));
+		log_msg(prio, "%s: %s", what, strerror(-ret));
+}
+
+void log_reg_error(const char *what, const struct reg_error *e, int ret)
+{
+	log_reg_at(LOG_ERR, what, e, ret);
 }
 
 static void trace(void *arg, const char *method, const char *url, long status, double secs)

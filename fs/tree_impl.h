@@ -58,8 +58,10 @@ time_t tree_now(void);
 /* Is an answer taken at @at still within tag_ttl? */
 bool tree_fresh(const struct tree *t, time_t at);
 
-/* Log @what's registry error @e (or @ret's strerror when it has none). */
+/* Log @what's registry error @e (or @ret's strerror when it has none),
+ * at LOG_ERR, or at @prio. */
 void log_reg_error(const char *what, const struct reg_error *e, int ret);
+void log_reg_at(int prio, const char *what, const struct reg_error *e, int ret);
 
 /* Times come from content, never from the mount's clock, so that two
  * mounts stat alike (rsync -a from a second mount copies nothing):

@@ -763,6 +763,29 @@ def test_token_granted_shorter_reading_is_still_asked(content, registry_factory,
         ts.stop()
 
 
+def test_token_refusal_logged_once_per_refused_path(content, token_server, token_registry,
+                                                    mount_factory, tmp_path):
+    """A reading refused while another reading of the same path resolves is no
+    error: a fresh-mount `cat <reg>/demo/hello/1.0/hello.txt`, whose reading
+    `demo:hello` is refused (the token server grants demo/* only), logs no
+    refusal at all. A path no reading of which resolves (private/app without
+    credentials: `private:app` and `private/app:1.0` both refused) logs exactly
+    one line, naming the registry and the repository."""
+    _, pushed = content
+    reg = token_registry
+    m = mount_factory(opts=["registry=" + reg.host], debug=False, env=isolated_env(tmp_path))
+    assert cat(os.path.join(m.path, reg.host, "demo", "hello", "1.0", "hello.txt")) == \
+        b"Hello from ocifs!\n"
+    words = ("refused", "denied", "UNAUTHORIZED")
+    log = m.log_text()
+    assert not [line for line in log.splitlines() if any(w in line for w in words)], log
+    d = art(m, reg.host, "private/app", "1.0")
+    assert os_error(os.path.join(d, "secret.txt")) == errno.EACCES
+    lines = [line for line in m.log_text().splitlines() if any(w in line for w in words)]
+    assert len(lines) == 1, lines
+    assert "%s refused anonymous access to private/app" % reg.host in lines[0], lines
+
+
 def test_token_failure_is_shared(content, token_server, registry_factory, mount_factory,
                                  tmp_path):
     """Concurrent requests needing the same token share one fetch and also its
