@@ -1,6 +1,7 @@
 /* dircache.c - owns the directory caches: tag answers (tag -> digest, "not
- * a tag", "a namespace, not a repository") and listings (catalogs and tag
- * lists) with the error they gave, each in a hashed table (lrumap.h)
+ * a tag", "a namespace, not a repository") and listings (tag lists, whole
+ * catalogs, and parts of catalogs: a name and the names below it) with the
+ * error they gave, each in a hashed table (lrumap.h)
  * bounded by -o tags_max, -o listings_max and -o listings_max_bytes, the
  * least recently used dropped first. A dropped answer only costs asking
  * again; but it is no longer there to answer from when the registry
@@ -50,7 +51,14 @@ struct names {
 	char *v[];		/* into the chars that follow v[n - 1] */
 };
 
-/* A catalog (key: registry) or tag list (key: registry, repository). */
+/* Which listing: a tag list (@repo), or (@repo NULL) the part of the
+ * catalog at and below @under, the whole catalog when @under is "".
+ * Keys: (registry, repository), (registry, "", under), (registry). */
+struct listid {
+	const char *reg, *repo, *under;
+};
+
+/* A listing, keyed by its struct listid. */
 struct listent {
 	struct lrumap_node node;	/* first */
 	struct names *names;	/* a reference; NULL when err */
@@ -66,7 +74,8 @@ struct flight {
 	bool done;
 	int ret;		/* once done: what the fetcher got ... */
 	struct names *names;	/* ... a reference, when ret is 0 ... */
-	int err;		/* ... and the listing's own error */
+	int err;		/* ... and the listing's own error ... */
+	time_t at;		/* ... fetched then */
 };
 
 struct dircache {
@@ -82,6 +91,7 @@ struct dircache {
 struct held {
 	struct names *names;
 	int err;
+	time_t at;	/* when the listing was fetched */
 };
 
 /* A tag answer or a flight done with (no names held). */
@@ -233,7 +243,14 @@ bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
 
 /* ---- listings ---- */
 
-#define LIST_KEY(reg, repo) ((struct lrukey){ { (reg), (repo) }, (repo) ? 2 : 1 })
+static struct lrukey list_key(const struct listid *id)
+{
+	if (id->repo)
+		return (struct lrukey){ { id->reg, id->repo }, 2 };
+	if (id->under[0])
+		return (struct lrukey){ { id->reg, "", id->under }, 3 };
+	return (struct lrukey){ { id->reg }, 1 };
+}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -321,11 +338,11 @@ static void held_release(struct dircache *dc, struct held *h)
 
 /* Store what a fetch of @reg/@repo gave (@ret 0 with @l, -ENOENT or
  * -EACCES) and hold it in @out. 0 or -ENOMEM. */
-static int listing_store(struct tree *t, const char *reg, const char *repo, int ret,
-			 struct strlist *l, const struct reg_error *err, struct held *out)
+static int listing_store(struct tree *t, const struct listid *id, int ret, struct strlist *l,
+			 const struct reg_error *err, struct held *out)
 {
 	struct dircache *dc = t->dc;
-	struct lrukey k = LIST_KEY(reg, repo);
+	struct lrukey k = list_key(id);
 	struct names *s = NULL;
 	struct listent *e;
 	bool said = false;
@@ -354,27 +371,30 @@ static int listing_store(struct tree *t, const char *reg, const char *repo, int 
 	free_chain(lrumap_trim(&dc->lists, &e->node), listent_free);
 	out->names = names_ref(s);
 	out->err = ret;
+	out->at = e->at;
 	pthread_mutex_unlock(&dc->lock);
 	if (ret == -EACCES && !said)
-		log_refused(reg, repo, err);
+		log_refused(id->reg, id->repo, err);
 	return 0;
 }
 
-/* Fetch @reg/@repo's listing (the catalog when @repo is NULL), store it
- * and hold it in @out; @old is what was held before (stale, or none),
- * answered instead when the registry cannot be reached. 0 or -errno;
- * @old is taken either way. */
-static int listing_fetch(struct tree *t, const char *reg, const char *repo, struct held *old,
+/* Fetch listing @id, store it and hold it in @out; @old is what was held
+ * before (stale, or none), answered instead when the registry cannot be
+ * reached. 0 or -errno; @old is taken either way. */
+static int listing_fetch(struct tree *t, const struct listid *id, struct held *old,
 			 bool was_held, struct held *out)
 {
+	const char *reg = id->reg, *repo = id->repo;
+	struct listid whole = { .reg = reg, .under = "" };
 	struct strlist l = { 0 };
 	struct reg_error err;
+	bool all = false;
 	int gated, ret;
 
 	gated = ret = reg_gate(t, reg, &err);
 	if (ret == 0) {
 		ret = repo ? regclient_list_tags(t->rc, reg, repo, &l, &err) :
-			     regclient_list_catalog(t->rc, reg, &l, &err);
+			     regclient_list_catalog(t->rc, reg, id->under, &l, &all, &err);
 		reg_outcome(t, reg, ret, &err);
 	}
 	/* Another user's request: the last listing, or nothing; never stored. */
@@ -396,7 +416,12 @@ static int listing_fetch(struct tree *t, const char *reg, const char *repo, stru
 		log_reg_error(what, &err, ret);
 		goto out_release;
 	}
-	ret = listing_store(t, reg, repo, ret, &l, &err, out);
+	/* A part of the catalog that came whole (the registry ignored last=),
+	 * or a catalog refused or absent, answers for every part: kept as
+	 * the whole catalog, it is asked once, and a refusal logged once. */
+	if (!repo && (all || ret < 0))
+		id = &whole;
+	ret = listing_store(t, id, ret, &l, &err, out);
 out_release:
 	held_release(t->dc, old);
 	strlist_release(&l);
@@ -439,16 +464,14 @@ static void flight_unref(struct flight *f)
 	free(f);
 }
 
-/* Hold @reg/@repo's listing (the catalog when @repo is NULL): a fresh one
- * (fetched when @fetch, once for all the threads asking), or the last one
- * seen when the registry cannot be reached. 0 with *out (its error may be
- * a refusal; release it with held_release()), -EAGAIN when none is held
- * and !@fetch, or -errno. */
-static int listing_hold(struct tree *t, const char *reg, const char *repo, bool fetch,
-			struct held *out)
+/* Hold listing @id: a fresh one (fetched when @fetch, once for all the
+ * threads asking), or the last one seen when the registry cannot be
+ * reached. 0 with *out (its error may be a refusal; release it with
+ * held_release()), -EAGAIN when none is held and !@fetch, or -errno. */
+static int listing_hold(struct tree *t, const struct listid *id, bool fetch, struct held *out)
 {
 	struct dircache *dc = t->dc;
-	struct lrukey k = LIST_KEY(reg, repo);
+	struct lrukey k = list_key(id);
 	struct held old = { 0 };
 	struct listent *e;
 	struct flight *f;
@@ -460,6 +483,7 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 	if (e && (tree_fresh(t, e->at) || !fetch)) {
 		out->names = names_ref(e->names);
 		out->err = e->err;
+		out->at = e->at;
 		pthread_mutex_unlock(&dc->lock);
 		return 0;
 	}
@@ -476,6 +500,7 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 		if (ret == 0) {
 			out->names = names_ref(f->names);
 			out->err = f->err;
+			out->at = f->at;
 		}
 		flight_unref(f);
 		pthread_mutex_unlock(&dc->lock);
@@ -485,6 +510,7 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 	if (e) {
 		old.names = names_ref(e->names);
 		old.err = e->err;
+		old.at = e->at;
 	}
 	/* Another user's request fetches nothing (reg_gate()): no flight
 	 * for others to wait on. Short of memory: a fetch of one's own. */
@@ -500,7 +526,7 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 	}
 	pthread_mutex_unlock(&dc->lock);
 
-	ret = listing_fetch(t, reg, repo, &old, was_held, out);
+	ret = listing_fetch(t, id, &old, was_held, out);
 	if (!f)
 		return ret;
 	pthread_mutex_lock(&dc->lock);
@@ -510,6 +536,7 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 	if (ret == 0) {
 		f->names = names_ref(out->names);
 		f->err = out->err;
+		f->at = out->at;
 	}
 	pthread_cond_broadcast(&dc->landed);
 	flight_unref(f);
@@ -517,28 +544,24 @@ static int listing_hold(struct tree *t, const char *reg, const char *repo, bool 
 	return ret;
 }
 
-int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
-	    struct strlist *out)
+/* @h's names copied to *@out (0) or its error; @h released either way. */
+static int held_copy(struct dircache *dc, struct held *h, struct strlist *out)
 {
 	struct strlist l = { 0 };
-	struct held h;
-	int ret = listing_hold(t, reg, repo, fetch, &h);
+	int ret = h->err;
 
-	if (ret < 0)
-		return ret;
-	ret = h.err;
 	/* A copy of names that stay put while held: outside the lock. */
-	if (ret == 0 && h.names->n) {
-		l.v = malloc(h.names->n * sizeof(*l.v));
+	if (ret == 0 && h->names->n) {
+		l.v = malloc(h->names->n * sizeof(*l.v));
 		ret = l.v ? 0 : -ENOMEM;
 	}
-	for (size_t i = 0; ret == 0 && i < h.names->n; i++) {
-		if (!(l.v[i] = strdup(h.names->v[i])))
+	for (size_t i = 0; ret == 0 && i < h->names->n; i++) {
+		if (!(l.v[i] = strdup(h->names->v[i])))
 			ret = -ENOMEM;
 		else
 			l.n++;
 	}
-	held_release(t->dc, &h);
+	held_release(dc, h);
 	if (ret < 0)
 		strlist_release(&l);
 	else
@@ -546,10 +569,78 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 	return ret;
 }
 
+int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
+	    struct strlist *out)
+{
+	struct listid id = { .reg = reg, .repo = repo, .under = "" };
+	struct held h;
+	int ret = listing_hold(t, &id, fetch, &h);
+
+	return ret < 0 ? ret : held_copy(t->dc, &h, out);
+}
+
+/* Hold the catalog's names at and below @name: from the closest part of
+ * it held that covers them (@name's own, an ancestor's, the whole
+ * catalog), fresh ones first; else (@fetch) @name's own part, fetched;
+ * else (!@fetch) one held stale, or -EAGAIN. */
+static int catalog_hold(struct tree *t, const char *reg, const char *name, bool fetch,
+			struct held *out)
+{
+	struct dircache *dc = t->dc;
+	char p[1024];
+	struct listent *found = NULL;	/* the closest fresh, else the closest */
+	struct listid id = { .reg = reg, .under = p };
+
+	if (strlen(name) >= sizeof(p))
+		return -ENAMETOOLONG;
+	snprintf(p, sizeof(p), "%s", name);
+	pthread_mutex_lock(&dc->lock);
+	for (;;) {
+		struct lrukey k = list_key(&id);
+		struct listent *e = (struct listent *)lrumap_get(&dc->lists, &k);
+		char *slash = strrchr(p, '/');
+
+		if (e && tree_fresh(t, e->at)) {
+			found = e;
+			break;
+		}
+		if (e && !found)
+			found = e;
+		if (!p[0])
+			break;
+		if (slash)
+			*slash = '\0';
+		else
+			p[0] = '\0';
+	}
+	if (found && (!fetch || tree_fresh(t, found->at))) {
+		out->names = names_ref(found->names);
+		out->err = found->err;
+		out->at = found->at;
+		pthread_mutex_unlock(&dc->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&dc->lock);
+	if (!fetch)
+		return -EAGAIN;
+	snprintf(p, sizeof(p), "%s", name);
+	return listing_hold(t, &id, true, out);
+}
+
+int catalog_under(struct tree *t, const char *reg, const char *name, bool fetch,
+		  struct strlist *out)
+{
+	struct held h;
+	int ret = catalog_hold(t, reg, name, fetch, &h);
+
+	return ret < 0 ? ret : held_copy(t->dc, &h, out);
+}
+
 int listing_has(struct tree *t, const char *reg, const char *repo, const char *name)
 {
 	struct dircache *dc = t->dc;
-	struct lrukey k = LIST_KEY(reg, repo);
+	struct listid id = { .reg = reg, .repo = repo, .under = "" };
+	struct lrukey k = list_key(&id);
 	struct listent *e;
 	int ret = -EAGAIN;
 
@@ -564,7 +655,7 @@ int listing_has(struct tree *t, const char *reg, const char *repo, const char *n
 int catalog_kind(struct tree *t, const char *reg, const char *name, bool fetch)
 {
 	struct held h;
-	int ret = listing_hold(t, reg, NULL, fetch, &h);
+	int ret = catalog_hold(t, reg, name, fetch, &h);
 
 	if (ret < 0)
 		return ret;
@@ -576,18 +667,30 @@ int catalog_kind(struct tree *t, const char *reg, const char *name, bool fetch)
 int catalog_kind_current(struct tree *t, const char *reg, const char *name)
 {
 	struct dircache *dc = t->dc;
-	struct lrukey k = LIST_KEY(reg, NULL);
+	struct listid id = { .reg = reg, .under = name };
+	struct held h;
 	struct listent *e;
-	int ret = catalog_kind(t, reg, name, true);
+	struct lrukey k;
+	int ret = catalog_hold(t, reg, name, true, &h);
 
-	if (ret != 0)
+	if (ret < 0)
 		return ret;
+	ret = h.err ? h.err : sorted_kind(h.names, name);
+	held_release(dc, &h);
+	if (ret != 0 || tree_now() - h.at < 1)
+		return ret;
+	/* "No" from a listing older than a second: @name's own part, asked
+	 * again (an ancestor's would cost all of its pages). */
+	k = list_key(&id);
 	pthread_mutex_lock(&dc->lock);
 	e = (struct listent *)lrumap_peek(&dc->lists, &k);
-	if (e && tree_now() - e->at >= 1) {
-		e->at = 0;	/* stale: the next listing() fetches */
-		ret = -EAGAIN;
-	}
+	if (e)
+		e->at = 0;	/* stale: the next hold fetches */
 	pthread_mutex_unlock(&dc->lock);
-	return ret == -EAGAIN ? catalog_kind(t, reg, name, true) : 0;
+	ret = listing_hold(t, &id, true, &h);
+	if (ret < 0)
+		return 0;
+	ret = h.err ? h.err : sorted_kind(h.names, name);
+	held_release(dc, &h);
+	return ret;
 }

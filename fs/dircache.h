@@ -50,12 +50,23 @@ bool tags_stale_warning_due(struct tree *t, const char *reg, const char *repo,
 int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 	    struct strlist *out);
 
+/* The catalog's names at and below @name ("" for all), as listing() does
+ * and from the part of the catalog that covers them: @name's own
+ * (regclient_list_catalog() with under), an ancestor's or the whole
+ * catalog, whichever is held fresh; else, when @fetch, @name's own
+ * part, fetched. The list may hold more names than asked for (callers
+ * keep those below @name). */
+int catalog_under(struct tree *t, const char *reg, const char *name, bool fetch,
+		  struct strlist *out);
+
 /* Does the fresh listing held for @repo (NULL: the catalog) have @name
  * (1) or not (0)? -EAGAIN when none is held fresh. Asks nothing. */
 int listing_has(struct tree *t, const char *reg, const char *repo, const char *name);
 
-/* With a catalog at hand: is @name a repository (1) or a namespace above
- * one (2), or neither (0)? -errno when no catalog is available. */
+/* With the part of the catalog that covers @name at hand (see
+ * catalog_under(); @fetch: fetched if none is held): is @name a
+ * repository (1) or a namespace above one (2), or neither (0)? -errno
+ * when no catalog is available. */
 int catalog_kind(struct tree *t, const char *reg, const char *name, bool fetch);
 
 /* catalog_kind() that, before saying "no such name", refreshes a catalog

@@ -188,7 +188,10 @@ static int list_namespace(struct tree *t, struct resolved *r, struct tree_dir *d
 	int cret, tret = -ENOENT, ret = 0;
 	long subs = 0;
 
-	cret = listing(t, r->reg, NULL, true, &cat);
+	/* Only the part of the catalog at and below this name: one page of
+	 * a big catalog, not all of them. */
+	cret = r->kind == R_REGISTRY ? listing(t, r->reg, NULL, true, &cat) :
+				       catalog_under(t, r->reg, r->name, true, &cat);
 	if (r->kind == R_REGISTRY) {
 		if (cret == 0)
 			subs = add_children(d, &cat, r->name, NULL);

@@ -13,6 +13,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,32 +305,112 @@ static char *next_link(const char *link)
 	return strndup(p, (size_t)(gt - p));
 }
 
+/* Compare repository names as distribution sorts its catalog: by path
+ * components, '/' before every other character. */
+static int path_cmp(const char *a, const char *b)
+{
+	for (;; a++, b++) {
+		unsigned x = *a == '/' ? 1 : (unsigned char)*a;
+		unsigned y = *b == '/' ? 1 : (unsigned char)*b;
+		if (x != y)
+			return x < y ? -1 : 1;
+		if (!x)
+			return 0;
+	}
+}
+
+/* One part of the catalog: @under and the names below "@under/". */
+struct page_range {
+	const char *under;
+	size_t len;
+	bool whole;	/* the registry ignored last=: every name is kept */
+	bool first;	/* no name seen yet */
+	bool below;	/* a name below "@under/" seen */
+};
+
+/* How @rg takes catalog name @s: 1 keep, 0 skip, -1 past the range.
+ * Names that start with @under come one after the other, right after
+ * last=, in either order a registry may sort by: bytes ("x-y" < "x/y" <
+ * "xz") or path components as distribution does ("x/y" < "x-y" < "xz"). */
+static int range_take(struct page_range *rg, const char *s)
+{
+	bool first = rg && rg->first;
+	char c;
+
+	if (!rg || rg->whole)
+		return 1;
+	rg->first = false;
+	if (strncmp(s, rg->under, rg->len)) {
+		/* A first name before @under in either order: the registry
+		 * ignored last= and started from the top. Read it all. */
+		if (first && (strcmp(s, rg->under) < 0 || path_cmp(s, rg->under) < 0)) {
+			rg->whole = true;
+			return 1;
+		}
+		return -1;
+	}
+	c = s[rg->len];
+	if (c == '\0')
+		return 1;
+	if (c == '/') {
+		rg->below = true;
+		return 1;
+	}
+	/* "xz" is past "x/..." in both orders; "x-y" is past them only in
+	 * the one where they came first. */
+	return c > '/' || rg->below ? -1 : 0;
+}
+
+/* The first page's path: @first, from just before @rg's names when @rg,
+ * with a page size only when told to (registries cap it and some answer
+ * 400 PAGINATION_NUMBER_INVALID above their cap). NULL: no memory. */
+static char *first_page(const struct regclient *rc, const char *first,
+			const struct page_range *rg)
+{
+	char *last = NULL, *esc = NULL, *path = NULL, n[32] = "";
+
+	if (rc->page_size)
+		snprintf(n, sizeof(n), "n=%u", rc->page_size);
+	if (!rg) {
+		if (asprintf(&path, "%s%s%s", first, n[0] ? "?" : "", n) < 0)
+			path = NULL;
+		return path;
+	}
+	/* last= names what the answer starts after. @under with its last
+	 * character lowered and "~" added sorts before @under and after
+	 * every valid name that sorts before @under (no name character is
+	 * above '~'), in either order. */
+	if (asprintf(&last, "%.*s%c~", (int)rg->len - 1, rg->under, rg->under[rg->len - 1] - 1) < 0)
+		return NULL;
+	esc = curl_easy_escape(NULL, last, 0);
+	if (esc && asprintf(&path, "%s?last=%s%s%s", first, esc, n[0] ? "&" : "", n) < 0)
+		path = NULL;
+	curl_free(esc);
+	free(last);
+	return path;
+}
+
 /* Fetch a paginated listing: @key names the JSON array in each page; names
  * that fail @valid are dropped (they could not be paths, and are where a
- * hostile registry would put its bulk). All pages together are capped at
- * REG_LIST_BYTES_MAX. */
+ * hostile registry would put its bulk); @rg (NULL: all) keeps one part of
+ * the catalog. All pages together are capped at REG_LIST_BYTES_MAX. */
 static int list_pages(struct regclient *rc, const char *registry, const char *repo,
 		      const char *scope, const char *first, const char *key,
-		      bool (*valid)(const char *), struct strlist *out, struct reg_error *err)
+		      bool (*valid)(const char *), struct page_range *rg, struct strlist *out,
+		      struct reg_error *err)
 {
 	struct strlist l = { 0 };
 	struct xfer x = { 0 };
 	size_t total = 0;
-	char *path = NULL;
+	char *path = first_page(rc, first, rg);
 	int ret = -ENOMEM;
 
-	/* Ask for a page size only when told to: registries cap it and some
-	 * answer 400 PAGINATION_NUMBER_INVALID above their cap. */
-	if ((rc->page_size ? asprintf(&path, "%s?n=%u", first, rc->page_size) :
-			     asprintf(&path, "%s", first)) < 0) {
-		path = NULL;
-		goto out_free;
-	}
 	for (int page = 0; path && page < PAGES_MAX; page++) {
 		struct req rq = { .authn = &rc->auth, .registry = registry, .repo = repo,
 				  .scope = scope, .path = path, .accept = "application/json" };
 		json_t *root, *arr;
 		size_t count;
+		bool past = false;
 
 		x.cap = REG_LIST_BYTES_MAX - total;
 		ret = do_routed(rc, &rq, rc->mirror_tags, 0, NULL, &x, err);
@@ -347,9 +428,15 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 			ret = -EIO;
 			goto out_free;
 		}
-		for (size_t i = 0; i < json_array_size(arr); i++) {
+		for (size_t i = 0; i < json_array_size(arr) && !past; i++) {
 			const char *s = json_string_value(json_array_get(arr, i));
+			int take;
+
 			if (!s || !valid(s))
+				continue;
+			take = range_take(rg, s);
+			past = take < 0;
+			if (take <= 0)
 				continue;
 			ret = strlist_push(&l, s);
 			if (ret == -EFBIG)
@@ -365,7 +452,7 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 		free(path);
 		path = next_link(x.link);
 		/* Stop on an empty page too: some registries loop. */
-		if (count == 0) {
+		if (count == 0 || past) {
 			free(path);
 			path = NULL;
 		}
@@ -390,7 +477,8 @@ int regclient_list_tags(struct regclient *rc, const char *registry, const char *
 	int ret = -ENOMEM;
 
 	if (scope && asprintf(&path, "/v2/%s/tags/list", name) >= 0)
-		ret = list_pages(rc, registry, name, scope, path, "tags", ref_valid_tag, out, err);
+		ret = list_pages(rc, registry, name, scope, path, "tags", ref_valid_tag, NULL, out,
+				 err);
 	else
 		path = NULL;
 	free(path);
@@ -399,12 +487,20 @@ int regclient_list_tags(struct regclient *rc, const char *registry, const char *
 	return ret;
 }
 
-int regclient_list_catalog(struct regclient *rc, const char *registry, struct strlist *out,
-			   struct reg_error *err)
+int regclient_list_catalog(struct regclient *rc, const char *registry, const char *under,
+			   struct strlist *out, bool *whole, struct reg_error *err)
 {
+	struct page_range rg = { .under = under, .len = under ? strlen(under) : 0, .first = true };
+	int ret;
+
+	if (rg.len && !ref_valid_repository(under))
+		return -EINVAL;
 	/* Docker Hub names come back as library/x; the tree shows x too. */
-	return list_pages(rc, registry, NULL, CATALOG_SCOPE, "/v2/_catalog",
-			  "repositories", ref_valid_repository, out, err);
+	ret = list_pages(rc, registry, NULL, CATALOG_SCOPE, "/v2/_catalog", "repositories",
+			 ref_valid_repository, rg.len ? &rg : NULL, out, err);
+	if (ret == 0 && whole)
+		*whole = !rg.len || rg.whole;
+	return ret;
 }
 
 int regclient_get_blob(struct regclient *rc, const char *registry, const char *repo,

@@ -127,9 +127,13 @@ int regclient_list_tags(struct regclient *rc, const char *registry,
 			struct reg_error *err);
 
 /* GET /v2/_catalog, following pagination; the same rules, for repository
- * names. */
-int regclient_list_catalog(struct regclient *rc, const char *registry,
-			   struct strlist *out, struct reg_error *err);
+ * names. @under NULL or "": the whole catalog. Else only @under and the
+ * names below "@under/": asked from just before them (last=) and stopped
+ * once past them, so that one repository's part of a big catalog costs a
+ * page, not every page. A registry that ignores last= is read whole;
+ * *@whole (may be NULL) says whether the result is the whole catalog. */
+int regclient_list_catalog(struct regclient *rc, const char *registry, const char *under,
+			   struct strlist *out, bool *whole, struct reg_error *err);
 
 /* Receives a blob's bytes in order. An interrupted download is resumed
  * with a Range request: the sink just gets the rest, as if nothing

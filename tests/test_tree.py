@@ -75,6 +75,70 @@ def test_ls_l_of_a_namespace_costs_the_catalog(registry_factory, mount_factory):
     assert reg.count(None, r"/v2/.*/tags/list", since=mark) == 0
 
 
+BIG_CATALOG = ["big/tags", "big/tags-x", "big/tags.y", "big/tags/sub", "big/tags/sub/deeper",
+               "big/tagsz", "big/tagr", "big/a0", "big/z9"] + \
+              ["fill/r%02d" % i for i in range(24)] + ["aaa/first"]
+
+
+def push_big_catalog(reg):
+    c = Client(reg.host)
+    for r in BIG_CATALOG:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    return c
+
+
+def test_listing_a_repository_reads_its_part_of_a_big_catalog(registry_factory,
+                                                                mount_factory):
+    """The catalog has 34 names, 3 to a page (12 pages): `ls -l` of big/tags
+    asks the catalog from just before "big/tags" (last=) and stops at the
+    first name past the names that start with it, in the order
+    distribution sorts by (path components, '/' first) as much as in byte
+    order: 2 catalog pages, and the sub-repository is listed. Its
+    neighbours ("big/tags-x", "big/tagr") are not its sub-repositories."""
+    reg = registry_factory(catalog_maxentries=3)
+    push_big_catalog(reg)
+    m = mount_factory(opts=["registry=" + reg.host])
+    h = os.path.join(m.path, reg.host)
+    mark = reg.mark()
+    assert set(ls_l_names(os.path.join(h, "big", "tags"))) == {"1", "sub"}
+    got = reg.requests("GET", r"/v2/_catalog.*", since=mark)
+    assert len(got) <= 2, [a.uri for a in got]
+    assert "last=" in got[0].uri, got[0].uri
+    # Deeper, a part of that part: nothing asked.
+    mark = reg.mark()
+    assert set(os.listdir(os.path.join(h, "big", "tags", "sub"))) == {"1", "deeper"}
+    assert reg.count("GET", r"/v2/_catalog.*", since=mark) == 0
+    # The namespace above: its own part, every neighbour in it.
+    assert set(os.listdir(os.path.join(h, "big"))) == \
+        {"tags", "tags-x", "tags.y", "tagsz", "tagr", "a0", "z9"}
+    # The registry's top: the whole catalog, every page.
+    mark = reg.mark()
+    assert set(os.listdir(h)) == {"big", "fill", "aaa"}
+    assert reg.count("GET", r"/v2/_catalog.*", since=mark) == 12
+
+
+def test_a_registry_ignoring_last_is_read_whole_once(registry_factory, mount_factory):
+    """A catalog that answers from the top whatever last= says (a proxy
+    serving the whole list): the part asked for is still right, and the
+    whole list it got answers the next listing without a request."""
+    reg = registry_factory()
+    push_big_catalog(reg)
+    proxy = FaultProxy(reg.url)
+    try:
+        proxy.add(r"/v2/_catalog", "replace",
+                  body=json.dumps({"repositories": sorted(BIG_CATALOG)}).encode(),
+                  content_type="application/json", digest=False)
+        m = mount_factory(opts=["insecure=" + proxy.host])
+        h = os.path.join(m.path, proxy.host)
+        assert set(os.listdir(os.path.join(h, "big", "tags"))) == {"1", "sub"}
+        assert len(proxy.seen(r"/v2/_catalog")) == 1
+        assert set(os.listdir(os.path.join(h, "fill"))) == {"r%02d" % i for i in range(24)}
+        assert set(os.listdir(h)) == {"big", "fill", "aaa"}
+        assert len(proxy.seen(r"/v2/_catalog")) == 1
+    finally:
+        proxy.stop()
+
+
 def test_readdir_lists_each_name_once_sorted(registry_factory, mount_factory):
     """Sub-repositories and tags merge into one sorted listing; a tag shadowing
     a sub-repository shows the sub-repository as .name."""
@@ -684,16 +748,17 @@ def test_listings_beyond_listings_max_bytes_are_fetched_again(registry_factory,
 
 
 def test_concurrent_listings_share_one_fetch(registry_factory, mount_factory):
-    """8 threads list one uncached repository at once: the catalog (3 pages
-    here) and the tag list are fetched once, all their pages, and shared:
+    """8 threads list one uncached repository at once: its part of the catalog
+    (itself and 4 sub-repositories: 3 pages here) and the tag list are
+    fetched once, all their pages, and shared:
     as many requests as one `ls` alone on a fresh mount makes. The proxy
     holds the first answer of each until a second request for it comes (2 s
     at most), which threads fetching on their own would send."""
     reg = registry_factory()
     push_listed(reg, ["sf/repo"], ntags=120)
-    push_listed(reg, ["sf/o%d" % i for i in range(4)], ntags=1)
+    push_listed(reg, ["sf/repo/s%d" % i for i in range(4)], ntags=1)
     proxy = FaultProxy(reg.url)
-    want = ["t%03d" % i for i in range(120)]
+    want = ["s%d" % i for i in range(4)] + ["t%03d" % i for i in range(120)]
     lists = (r"/v2/_catalog", r"/v2/sf/repo/tags/list")
 
     def fetches():
