@@ -10,7 +10,8 @@ artifacts; a FaultProxy in front of it answers /v2/_catalog with
 BENCH_NAMES synthetic repositories under ``huge/``. For each binary, each on a
 fresh mount and cache, it prints:
 
-  * cold ``ls -l`` of the BENCH_TAGS-tag repository: seconds, registry requests;
+  * cold ``ls -l`` of the BENCH_TAGS-tag repository: seconds, registry requests,
+    and the ratio to ``ls -l`` of a local directory of as many directories;
   * cold ``ls -l`` of the BENCH_REPOS-repository namespace: seconds, requests;
   * readdir of the BENCH_NAMES names (``ls -f``, one listing): seconds;
   * daemon RSS (VmRSS, MiB) after BENCH_LOOKUPS getxattr lookups (they always
@@ -113,7 +114,20 @@ class Results(dict):
         log("  %s: %-45s %s" % (self.label, k, v))
 
 
-def measure(binary, work, reg, proxy, label):
+def native_ls_l(work):
+    """The baseline: `ls -l` of a local directory of TAGS directories (on
+    the disk the bench works on, warm). ls -l also asks each entry for
+    three xattrs (security.selinux and the two POSIX ACLs), which on a
+    FUSE mount are three round trips to the daemon per entry."""
+    d = os.path.join(work, "native-tags")
+    os.makedirs(d, exist_ok=True)
+    for i in range(TAGS):
+        os.makedirs(os.path.join(d, "t%05d" % i), exist_ok=True)
+    timed(["ls", "-l", d])
+    return min(timed(["ls", "-l", d])[0] for _ in range(3))
+
+
+def measure(binary, work, reg, proxy, label, native):
     out = Results(label)
     n = [0]
 
@@ -134,6 +148,9 @@ def measure(binary, work, reg, proxy, label):
                 dt, lines = timed(["ls", "-l", os.path.join(m.path, reg.host, rel)])
                 out[what] = "%.2f s, %d requests, %d lines" % (
                     dt, reg.count(None, ".*", since=mark), lines)
+                if rel == "scale/tags":
+                    out[what] += " (%.1fx native ls -l of %d local dirs, %.3f s)" % (
+                        dt / native, TAGS, native)
             except subprocess.TimeoutExpired:
                 out[what] = "over %.0f s (stopped), %d requests so far" % (
                     TIMEOUT, reg.count(None, ".*", since=mark))
@@ -191,10 +208,11 @@ def main():
         proxy.add(r"/v2/_catalog", "replace", body=json.dumps({"repositories": names}).encode(),
                   content_type="application/json", digest=False)
         results = []
+        native = native_ls_l(work)
         for label, binary in (("before", BEFORE), ("after", OCIFS)):
             if binary:
                 log("measuring %s (%s)..." % (label, binary))
-                results.append((label, measure(binary, work, reg, proxy, label)))
+                results.append((label, measure(binary, work, reg, proxy, label, native)))
         for label, r in results:
             print("%s:" % label)
             for k, v in r.items():

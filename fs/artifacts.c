@@ -678,7 +678,8 @@ static int tag_manifest(struct tree *t, const char *reg, const char *repo, const
 
 /* What the caches say of repo:tag: 1 with *out for a tag, 0 "not a tag"
  * (*repo_exists set), -EAGAIN when the registry is to be asked (*stale:
- * the last digest known, or NULL; the caller frees it), or -errno. */
+ * the last answer known, a digest or "" for "not a tag" with *repo_exists
+ * set, or NULL; the caller frees it), or -errno. */
 static int tag_cached(struct tree *t, const char *reg, const char *repo, const char *tag,
 		      struct artifact **out, bool *repo_exists, char **stale)
 {
@@ -696,8 +697,10 @@ static int tag_cached(struct tree *t, const char *reg, const char *repo, const c
 	ret = tags_lookup(t, reg, repo, tag, stale, &exists);
 	if (ret < 0)
 		return ret;
-	if (ret == 0)
+	if (ret == 0) {
+		*repo_exists = exists;
 		return -EAGAIN;
+	}
 	if (!*stale) {
 		*repo_exists = exists;
 		return 0;
@@ -708,8 +711,21 @@ static int tag_cached(struct tree *t, const char *reg, const char *repo, const c
 	return ret < 0 ? ret : 1;
 }
 
-/* Ask the registry for repo:tag (@stale: the last digest known, or NULL)
- * and answer as artifact_by_tag(). */
+/* The last answer known (tag_cached()'s @stale) while the registry
+ * cannot say: "not a tag" still, or the artifact of the last digest. */
+static int tag_stale(struct tree *t, const char *reg, const char *repo, const char *stale,
+		     struct artifact **out)
+{
+	int ret;
+
+	if (!stale[0])
+		return 0;
+	ret = artifact_by_digest(t, reg, repo, stale, out);
+	return ret < 0 ? ret : 1;
+}
+
+/* Ask the registry for repo:tag (@stale as tag_cached() gives it; *@repo_exists
+ * goes with a stale "not a tag") and answer as artifact_by_tag(). */
 static int tag_fetch(struct tree *t, const char *reg, const char *repo, const char *tag,
 		     const char *stale, const char *what, struct artifact **out,
 		     bool *repo_exists, struct reg_error *why)
@@ -730,18 +746,17 @@ static int tag_fetch(struct tree *t, const char *reg, const char *repo, const ch
 	if (ret < 0) {
 		/* Another user's request gets the last answer, asking nothing. */
 		if (stale && reg_not_shared(&err)) {
-			ret = artifact_by_digest(t, reg, repo, stale, out);
-			ret = ret < 0 ? ret : 1;
+			ret = tag_stale(t, reg, repo, stale, out);
 			goto out_free;
 		}
 		if (reg_not_shared(&err))
 			goto out_free;
 		if (stale && ret != -EACCES) {
 			if (tags_stale_warning_due(t, reg, repo, tag))
-				log_msg(LOG_WARNING, "%s: registry unavailable (%s); using cached %s",
-					what, err.message, stale);
-			ret = artifact_by_digest(t, reg, repo, stale, out);
-			ret = ret < 0 ? ret : 1;
+				log_msg(stale[0] ? LOG_WARNING : LOG_DEBUG,
+					"%s: registry unavailable (%s); using cached %s", what,
+					err.message, stale[0] ? stale : "\"not a tag\"");
+			ret = tag_stale(t, reg, repo, stale, out);
 			goto out_free;
 		}
 		if (ret == -EACCES) {

@@ -186,12 +186,16 @@ int tags_lookup(struct tree *t, const char *reg, const char *repo, const char *t
 	*digest = NULL;
 	pthread_mutex_lock(&dc->lock);
 	e = (struct tagent *)lrumap_get(&dc->tags, &k);
-	if (e && e->digest[0] && !(*digest = strdup(e->digest)))
-		ret = -ENOMEM;
-	else if (e && tree_fresh(t, e->at)) {
-		*repo_exists = e->repo_exists;
-		ret = 1;
+	if (e && tree_fresh(t, e->at)) {
+		if (e->digest[0] && !(*digest = strdup(e->digest)))
+			ret = -ENOMEM;
+		else
+			ret = 1;
+	} else if (e && !(*digest = strdup(e->digest))) {
+		ret = -ENOMEM;	/* stale: "" for "not a tag" */
 	}
+	if (e)
+		*repo_exists = e->repo_exists;
 	pthread_mutex_unlock(&dc->lock);
 	return ret;
 }
@@ -590,6 +594,8 @@ static int catalog_hold(struct tree *t, const char *reg, const char *name, bool 
 	char p[1024];
 	struct listent *found = NULL;	/* the closest fresh, else the closest */
 	struct listid id = { .reg = reg, .under = p };
+	struct held old = { 0 };
+	int ret;
 
 	if (strlen(name) >= sizeof(p))
 		return -ENAMETOOLONG;
@@ -613,18 +619,27 @@ static int catalog_hold(struct tree *t, const char *reg, const char *name, bool 
 		else
 			p[0] = '\0';
 	}
-	if (found && (!fetch || tree_fresh(t, found->at))) {
-		out->names = names_ref(found->names);
-		out->err = found->err;
-		out->at = found->at;
-		pthread_mutex_unlock(&dc->lock);
-		return 0;
+	if (found) {
+		old.names = names_ref(found->names);
+		old.err = found->err;
+		old.at = found->at;
 	}
 	pthread_mutex_unlock(&dc->lock);
+	if (found && (!fetch || tree_fresh(t, old.at))) {
+		*out = old;
+		return 0;
+	}
 	if (!fetch)
 		return -EAGAIN;
 	snprintf(p, sizeof(p), "%s", name);
-	return listing_hold(t, &id, true, out);
+	ret = listing_hold(t, &id, true, out);
+	/* Unreachable: a stale part that covers @name beats an error. */
+	if (ret < 0 && ret != -ENOMEM && found) {
+		*out = old;
+		return 0;
+	}
+	held_release(dc, &old);
+	return ret;
 }
 
 int catalog_under(struct tree *t, const char *reg, const char *name, bool fetch,

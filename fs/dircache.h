@@ -24,9 +24,10 @@ int dircache_new(const struct dircache_limits *lim, struct dircache **out);
 void dircache_free(struct dircache *dc);
 
 /* The answer held for reg/repo:tag. 1: fresh, *digest (NULL for "not a
- * tag") and *repo_exists set. 0: none fresh; *digest is the last digest
- * known (stale-if-error; gone once the answer is evicted) or NULL.
- * -ENOMEM. Caller frees *digest. */
+ * tag") and *repo_exists set. 0: none fresh; *digest is the last answer
+ * known (stale-if-error; gone once the answer is evicted): a digest, ""
+ * for "not a tag" (*repo_exists set), or NULL for none. -ENOMEM. Caller
+ * frees *digest. */
 int tags_lookup(struct tree *t, const char *reg, const char *repo, const char *tag,
 		char **digest, bool *repo_exists);
 
