@@ -46,6 +46,7 @@ struct options {
 	unsigned tags_max;
 	unsigned listings_max;
 	char *listings_max_bytes;
+	unsigned registries_max;
 	int cache_info;
 	int cache_prune;
 	char *prune_age;
@@ -90,6 +91,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("tags_max=%u", tags_max),
 	OPT("listings_max=%u", listings_max),
 	OPT("listings_max_bytes=%s", listings_max_bytes),
+	OPT("registries_max=%u", registries_max),
 	OPT("--cache-info", cache_info),
 	OPT("--cache-prune", cache_prune),
 	OPT("--cache-prune=%s", prune_age),
@@ -506,6 +508,7 @@ static void usage(const char *prog)
 	       "    -o listings_max=N      catalogs and tag lists kept (default 4096)\n"
 	       "    -o listings_max_bytes=SIZE\n"
 	       "                           the bytes of their names kept (default 32M)\n"
+	       "    -o registries_max=N    registries that answered listed in / (default 1024)\n"
 	       "    -o share=none|cached|all\n"
 	       "                           with allow_other: what other users reach: nothing,\n"
 	       "                           what the mount holds, or all as you (default none)\n"
@@ -778,7 +781,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options o = { .artifacts_max = 2048, .tags_max = 16384, .listings_max = 4096,
-			     .tag_ttl = 60, .timeout = 30, .retries = 3,
+			     .registries_max = 1024, .tag_ttl = 60, .timeout = 30, .retries = 3,
 			     .max_threads = WORKERS_DEFAULT };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config *loop = NULL;
@@ -950,6 +953,7 @@ int main(int argc, char *argv[])
 		.tags_max = o.tags_max,
 		.listings_max = o.listings_max,
 		.listings_max_bytes = (uint64_t)lists_bytes,
+		.registries_max = o.registries_max,
 		.mirrors = (const char *const *)o.mirrors,
 		.mirror_tags = o.mirror_tags && !strcmp(o.mirror_tags, "mirror"),
 		.mirror_backoff = o.mirror_backoff,

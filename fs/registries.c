@@ -1,6 +1,6 @@
 /* registries.c - owns the registries shown in / (given and answered) and
  * those that stopped answering. Registries met while the mount runs are
- * one hashed table (lrumap.h) of at most REGISTRIES_MAX, the least
+ * one hashed table (lrumap.h) of at most -o registries_max, the least
  * recently used dropped first: a dropped one leaves / until it answers
  * again, and a silent one is asked again. registries.lock guards the table
  * and every entry; the given names are read-only. */
@@ -18,7 +18,6 @@
 
 /* Registries met, beyond those given: a mount asked for names on the
  * command line of every tool run in it may meet many. */
-#define REGISTRIES_MAX 1024
 
 /* A registry met. One that stopped answering (refused, unreachable,
  * timed out) is not asked again until @until, so that stale answers and
@@ -67,14 +66,14 @@ static bool names_have(const struct strlist *l, const char *s)
 	return false;
 }
 
-int registries_new(const char *const *names, struct registries **out)
+int registries_new(const char *const *names, size_t max, struct registries **out)
 {
 	struct registries *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
-	if (lrumap_init(&r->met, REGISTRIES_MAX, 0) < 0)
+	if (lrumap_init(&r->met, max, 0) < 0)
 		goto out_free;
 	for (size_t i = 0; names && names[i]; i++)
 		if (!names_have(&r->given, names[i]) && names_add(&r->given, names[i]) < 0)

@@ -9,8 +9,9 @@
 struct tree;
 struct registries;
 
-/* @names: NULL-terminated, listed in / from the start (may be NULL). */
-int registries_new(const char *const *names, struct registries **out);
+/* @names: NULL-terminated, listed in / from the start (may be NULL); at
+ * most @max others (0: unbounded) that answered. */
+int registries_new(const char *const *names, size_t max, struct registries **out);
 void registries_free(struct registries *r);
 
 /* List @reg in /. */

@@ -108,7 +108,7 @@ int tree_new(const struct tree_opts *o, struct tree **out)
 	t->interrupted = o->interrupted;
 	t->platform = o->platform;
 	t->limits = o->limits;
-	ret = registries_new(o->registries, &t->regs);
+	ret = registries_new(o->registries, o->registries_max, &t->regs);
 	struct dircache_limits dl = { o->tags_max, o->listings_max, o->listings_max_bytes };
 	if (ret == 0)
 		ret = dircache_new(&dl, &t->dc);

@@ -43,6 +43,7 @@ struct tree_opts {
 	unsigned tags_max;		/* tag answers kept, 0 = unbounded */
 	unsigned listings_max;		/* catalogs and tag lists kept, 0 = unbounded */
 	uint64_t listings_max_bytes;	/* their names' bytes, 0 = unbounded */
+	unsigned registries_max;	/* registries that answered, listed in /; 0 = unbounded */
 	/* -o verify=cosign: keys (cosign.h), or NULL: show everything.
 	 * tree_new() takes them, also when it fails. */
 	struct cosign_keys *verify_keys;

@@ -284,6 +284,24 @@ def test_root_lists_the_registries_used_most_recently(mount_factory):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_registries_max_bounds_the_registries_listed(mount_factory):
+    """-o registries_max=3: of 4 registries that answered, / lists the 3 used
+    most recently; the one dropped is listed again once it answers again."""
+    regs = EmptyRegistries(4)
+    try:
+        m = mount_factory(opts=["timeout=5", "registries_max=3", "tag_ttl=1"])
+        for h in regs.hosts:
+            assert os.listdir(os.path.join(m.path, h)) == []
+        assert set(os.listdir(m.path)) == set(regs.hosts[1:])
+        # Listed again once it answers (its catalog, asked again past tag_ttl).
+        wait_for(lambda: os.listdir(os.path.join(m.path, regs.hosts[0])) == [] and
+                 regs.hosts[0] in os.listdir(m.path), 10, what="the dropped one listed again")
+        listed = set(os.listdir(m.path))
+        assert regs.hosts[0] in listed and len(listed) == 3 and listed <= set(regs.hosts)
+    finally:
+        regs.stop()
+
+
 def test_resolution_is_thread_safe(registry_factory, mount_factory):
     """16 threads resolve distinct paths (xattrs always reach the daemon) tens
     of thousands of times: every answer is the right one."""
