@@ -323,15 +323,21 @@ static int path_cmp(const char *a, const char *b)
 struct page_range {
 	const char *under;
 	size_t len;
+	char last[REF_NAME_MAX + 2];	/* asked from after it (first_page()) */
 	bool whole;	/* the registry ignored last=: every name is kept */
 	bool first;	/* no name seen yet */
+	bool seen;	/* a name that starts with @under seen */
 	bool below;	/* a name below "@under/" seen */
 };
 
 /* How @rg takes catalog name @s: 1 keep, 0 skip, -1 past the range.
- * Names that start with @under come one after the other, right after
- * last=, in either order a registry may sort by: bytes ("x-y" < "x/y" <
- * "xz") or path components as distribution does ("x/y" < "x-y" < "xz"). */
+ * The answer starts after rg->last in the order the registry sorts by:
+ * bytes ("x-y" < "x/y" < "xz") or path components as distribution does
+ * ("x/y" < "x-y" < "xz"). Names that start with @under come one after the
+ * other in either; before them may come names that sort between last=
+ * and @under in one order only (distribution answers "x-y" and "x.y"
+ * between "x/~" and "x0"; in byte order "x/y" is past "x-z", in path
+ * order before it). */
 static int range_take(struct page_range *rg, const char *s)
 {
 	bool first = rg && rg->first;
@@ -341,14 +347,19 @@ static int range_take(struct page_range *rg, const char *s)
 		return 1;
 	rg->first = false;
 	if (strncmp(s, rg->under, rg->len)) {
-		/* A first name before @under in either order: the registry
-		 * ignored last= and started from the top. Read it all. */
-		if (first && (strcmp(s, rg->under) < 0 || path_cmp(s, rg->under) < 0)) {
+		if (rg->seen)
+			return -1;
+		/* A first name before last= in both orders: the registry
+		 * ignored it and started from the top. Read it all. */
+		if (first && strcmp(s, rg->last) < 0 && path_cmp(s, rg->last) < 0) {
 			rg->whole = true;
 			return 1;
 		}
-		return -1;
+		/* Past @under in both orders: it has no names. Else passed
+		 * over, until its names or one past it. */
+		return strcmp(s, rg->under) > 0 && path_cmp(s, rg->under) > 0 ? -1 : 0;
 	}
+	rg->seen = true;
 	c = s[rg->len];
 	if (c == '\0')
 		return 1;
@@ -367,7 +378,7 @@ static int range_take(struct page_range *rg, const char *s)
 static char *first_page(const struct regclient *rc, const char *first,
 			const struct page_range *rg)
 {
-	char *last = NULL, *esc = NULL, *path = NULL, n[32] = "";
+	char *esc = NULL, *path = NULL, n[32] = "";
 
 	if (rc->page_size)
 		snprintf(n, sizeof(n), "n=%u", rc->page_size);
@@ -376,17 +387,10 @@ static char *first_page(const struct regclient *rc, const char *first,
 			path = NULL;
 		return path;
 	}
-	/* last= names what the answer starts after. @under with its last
-	 * character lowered and "~" added sorts before @under and after
-	 * every valid name that sorts before @under (no name character is
-	 * above '~'), in either order. */
-	if (asprintf(&last, "%.*s%c~", (int)rg->len - 1, rg->under, rg->under[rg->len - 1] - 1) < 0)
-		return NULL;
-	esc = curl_easy_escape(NULL, last, 0);
+	esc = curl_easy_escape(NULL, rg->last, 0);
 	if (esc && asprintf(&path, "%s?last=%s%s%s", first, esc, n[0] ? "&" : "", n) < 0)
 		path = NULL;
 	curl_free(esc);
-	free(last);
 	return path;
 }
 
@@ -495,6 +499,14 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, const cha
 
 	if (rg.len && !ref_valid_repository(under))
 		return -EINVAL;
+	/* last= names what the answer starts after. @under with its last
+	 * character lowered and "~" added sorts before @under and after
+	 * every valid name that sorts before @under in byte order (no name
+	 * character is above '~'); in path order, too, but for an @under
+	 * ending in '0' ("x/~" is before "x-y"; range_take()). */
+	if (rg.len)
+		snprintf(rg.last, sizeof(rg.last), "%.*s%c~", (int)rg.len - 1, under,
+			 under[rg.len - 1] - 1);
 	/* Docker Hub names come back as library/x; the tree shows x too. */
 	ret = list_pages(rc, registry, NULL, CATALOG_SCOPE, "/v2/_catalog", "repositories",
 			 ref_valid_repository, rg.len ? &rg : NULL, out, err);

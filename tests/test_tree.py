@@ -16,6 +16,7 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -115,6 +116,83 @@ def test_listing_a_repository_reads_its_part_of_a_big_catalog(registry_factory,
     mark = reg.mark()
     assert set(os.listdir(h)) == {"big", "fill", "aaa"}
     assert reg.count("GET", r"/v2/_catalog.*", since=mark) == 12
+
+
+def test_a_part_ending_in_0_is_not_taken_for_the_whole_catalog(registry_factory,
+                                                                 mount_factory):
+    """distribution sorts its catalog by path components ('/' first): from
+    last="app/~" (just before "app0") it answers "app-x" and "app.y" before
+    "app0". Those are not a sign that it ignored last=: the part of app0 is
+    its own, and the registry's top still lists every name."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    for r in ["aaa/first", "app", "app/z", "app-x", "app.y", "app0", "app0/sub", "b"]:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    m = mount_factory(opts=["registry=" + reg.host])
+    h = os.path.join(m.path, reg.host)
+    assert set(os.listdir(os.path.join(h, "app0"))) == {"1", "sub"}
+    assert set(os.listdir(h)) == {"aaa", "app", "app-x", "app.y", "app0", "b"}
+
+
+def test_the_part_of_a_missing_name_is_not_taken_for_the_whole_catalog(registry_factory,
+                                                                        mount_factory):
+    """app/zz is no repository: just past last="app/zy~" distribution has
+    "app-x" (path order), which sorts before "app/zz" in byte order; that
+    alone does not say the registry ignored last=. The registry's top still
+    lists every name."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    for r in ["aaa/first", "app/z", "app-x", "b"]:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    m = mount_factory(opts=["registry=" + reg.host])
+    h = os.path.join(m.path, reg.host)
+    with pytest.raises(FileNotFoundError):
+        os.listdir(os.path.join(h, "app", "zz"))
+    assert set(os.listdir(h)) == {"aaa", "app", "app-x", "b"}
+
+
+def byte_order_catalog(names, n=3):
+    """/v2/_catalog as registries that sort it by bytes answer it (Harbor's
+    SQL, ...; distribution sorts by path components): the names after
+    last=, n to a page, a Link to the next page while there is one."""
+    names = sorted(names)
+
+    def answer(path):
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        last = q.get("last", [""])[0]
+        page = [x for x in names if x > last][:n]
+        more = {}
+        if page and page[-1] != names[-1]:
+            more["Link"] = '</v2/_catalog?last=%s&n=%d>; rel="next"' % (
+                urllib.parse.quote(page[-1], safe=""), n)
+        return json.dumps({"repositories": page}).encode(), more
+    return answer
+
+
+def test_parts_of_a_catalog_sorted_by_bytes(registry_factory, mount_factory):
+    """A catalog in byte order ("foo-bar" < "foo/x" < "foo0"), 3 names a page:
+    a part is its own names, read from just before them; the part of a
+    missing "foo-bar" (its next name "foo/x" sorts before it in path
+    order) is empty, not the whole catalog: the top lists every name."""
+    names = sorted(BIG_CATALOG + ["foo/x", "foo0"])
+    reg = registry_factory()
+    c = Client(reg.host)
+    for r in ["big/tags", "big/tags/sub", "foo/x"]:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    proxy = FaultProxy(reg.url)
+    try:
+        proxy.add(r"/v2/_catalog", "replace", body=byte_order_catalog(names),
+                  content_type="application/json", digest=False)
+        m = mount_factory(opts=["insecure=" + proxy.host])
+        h = os.path.join(m.path, proxy.host)
+        assert set(ls_l_names(os.path.join(h, "big", "tags"))) == {"1", "sub"}
+        # "big/tags", "big/tags-x", "big/tags.y" | "big/tags/sub", ... "big/tagsz"
+        assert len(proxy.seen(r"/v2/_catalog")) == 2
+        with pytest.raises(FileNotFoundError):
+            os.listdir(os.path.join(h, "foo-bar"))
+        assert set(os.listdir(h)) == {"aaa", "big", "fill", "foo", "foo0"}
+    finally:
+        proxy.stop()
 
 
 def test_a_registry_ignoring_last_is_read_whole_once(registry_factory, mount_factory):
