@@ -391,7 +391,7 @@ static int listing_fetch(struct tree *t, const struct listid *id, struct held *o
 	const char *reg = id->reg, *repo = id->repo;
 	struct listid whole = { .reg = reg, .under = "" };
 	struct strlist l = { 0 };
-	struct reg_error err;
+	struct reg_error err = { 0 };	/* not every failure says why */
 	bool all = false;
 	int gated, ret;
 

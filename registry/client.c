@@ -497,8 +497,14 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, const cha
 	struct page_range rg = { .under = under, .len = under ? strlen(under) : 0, .first = true };
 	int ret;
 
-	if (rg.len && !ref_valid_repository(under))
-		return -EINVAL;
+	/* Nothing is at or below what cannot be a repository name: nothing
+	 * to ask. */
+	if (rg.len && !ref_valid_repository(under)) {
+		*out = (struct strlist){ 0 };
+		if (whole)
+			*whole = false;
+		return 0;
+	}
 	/* last= names what the answer starts after. @under with its last
 	 * character lowered and "~" added sorts before @under and after
 	 * every valid name that sorts before @under in byte order (no name

@@ -130,7 +130,8 @@ int regclient_list_tags(struct regclient *rc, const char *registry,
  * names. @under NULL or "": the whole catalog. Else only @under and the
  * names below "@under/": asked from just before them (last=) and stopped
  * once past them, so that one repository's part of a big catalog costs a
- * page, not every page. A registry that ignores last= is read whole;
+ * page, not every page (none when @under cannot be a repository name:
+ * no name). A registry that ignores last= is read whole;
  * *@whole (may be NULL) says whether the result is the whole catalog. */
 int regclient_list_catalog(struct regclient *rc, const char *registry, const char *under,
 			   struct strlist *out, bool *whole, struct reg_error *err);

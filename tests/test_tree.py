@@ -151,6 +151,23 @@ def test_the_part_of_a_missing_name_is_not_taken_for_the_whole_catalog(registry_
     assert set(os.listdir(h)) == {"aaa", "app", "app-x", "b"}
 
 
+def test_a_name_too_long_for_a_repository_has_no_part_of_the_catalog(registry_factory,
+                                                                      mount_factory):
+    """a{200}/b{100} is longer than a repository name may be (255): nothing
+    of the catalog is at or below it, so nothing is asked and nothing
+    logged; it is no directory to list."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "a/b", ["1"], files=[("f", b"a/b")])
+    m = mount_factory(opts=["registry=" + reg.host])
+    h = os.path.join(m.path, reg.host)
+    mark = reg.mark()
+    with pytest.raises(FileNotFoundError):
+        os.listdir(os.path.join(h, "a" * 200, "b" * 100))
+    assert reg.count("GET", r"/v2/_catalog.*", since=mark) == 0
+    assert "_catalog" not in m.log_text()
+
+
 def byte_order_catalog(names, n=3):
     """/v2/_catalog as registries that sort it by bytes answer it (Harbor's
     SQL, ...; distribution sorts by path components): the names after
