@@ -470,9 +470,12 @@ static void flight_unref(struct flight *f)
 
 /* Hold listing @id: a fresh one (fetched when @fetch, once for all the
  * threads asking), or the last one seen when the registry cannot be
- * reached. 0 with *out (its error may be a refusal; release it with
- * held_release()), -EAGAIN when none is held and !@fetch, or -errno. */
-static int listing_hold(struct tree *t, const struct listid *id, bool fetch, struct held *out)
+ * reached: its own, else @cover (may be NULL; a stale listing held by the
+ * caller that answers for @id, such as an ancestor's part). 0 with *out
+ * (its error may be a refusal; release it with held_release()), -EAGAIN
+ * when none is held and !@fetch, or -errno. */
+static int listing_hold(struct tree *t, const struct listid *id, bool fetch,
+			const struct held *cover, struct held *out)
 {
 	struct dircache *dc = t->dc;
 	struct lrukey k = list_key(id);
@@ -510,11 +513,15 @@ static int listing_hold(struct tree *t, const struct listid *id, bool fetch, str
 		pthread_mutex_unlock(&dc->lock);
 		return ret;
 	}
-	was_held = e != NULL;
+	was_held = e || cover;
 	if (e) {
 		old.names = names_ref(e->names);
 		old.err = e->err;
 		old.at = e->at;
+	} else if (cover) {
+		old.names = names_ref(cover->names);
+		old.err = cover->err;
+		old.at = cover->at;
 	}
 	/* Another user's request fetches nothing (reg_gate()): no flight
 	 * for others to wait on. Short of memory: a fetch of one's own. */
@@ -578,7 +585,7 @@ int listing(struct tree *t, const char *reg, const char *repo, bool fetch,
 {
 	struct listid id = { .reg = reg, .repo = repo, .under = "" };
 	struct held h;
-	int ret = listing_hold(t, &id, fetch, &h);
+	int ret = listing_hold(t, &id, fetch, NULL, &h);
 
 	return ret < 0 ? ret : held_copy(t->dc, &h, out);
 }
@@ -632,8 +639,9 @@ static int catalog_hold(struct tree *t, const char *reg, const char *name, bool 
 	if (!fetch)
 		return -EAGAIN;
 	snprintf(p, sizeof(p), "%s", name);
-	ret = listing_hold(t, &id, true, out);
-	/* Unreachable: a stale part that covers @name beats an error. */
+	/* Unreachable: a stale part that covers @name beats an error (and
+	 * is shown as the last listing, with a warning, not an error). */
+	ret = listing_hold(t, &id, true, found ? &old : NULL, out);
 	if (ret < 0 && ret != -ENOMEM && found) {
 		*out = old;
 		return 0;
@@ -683,7 +691,7 @@ int catalog_kind_current(struct tree *t, const char *reg, const char *name)
 {
 	struct dircache *dc = t->dc;
 	struct listid id = { .reg = reg, .under = name };
-	struct held h;
+	struct held h, again;
 	struct listent *e;
 	struct lrukey k;
 	int ret = catalog_hold(t, reg, name, true, &h);
@@ -691,21 +699,24 @@ int catalog_kind_current(struct tree *t, const char *reg, const char *name)
 	if (ret < 0)
 		return ret;
 	ret = h.err ? h.err : sorted_kind(h.names, name);
-	held_release(dc, &h);
-	if (ret != 0 || tree_now() - h.at < 1)
+	if (ret != 0 || tree_now() - h.at < 1) {
+		held_release(dc, &h);
 		return ret;
+	}
 	/* "No" from a listing older than a second: @name's own part, asked
-	 * again (an ancestor's would cost all of its pages). */
+	 * again (an ancestor's would cost all of its pages); unreachable,
+	 * the "no" stands. */
 	k = list_key(&id);
 	pthread_mutex_lock(&dc->lock);
 	e = (struct listent *)lrumap_peek(&dc->lists, &k);
 	if (e)
 		e->at = 0;	/* stale: the next hold fetches */
 	pthread_mutex_unlock(&dc->lock);
-	ret = listing_hold(t, &id, true, &h);
+	ret = listing_hold(t, &id, true, &h, &again);
+	held_release(dc, &h);
 	if (ret < 0)
 		return 0;
-	ret = h.err ? h.err : sorted_kind(h.names, name);
-	held_release(dc, &h);
+	ret = again.err ? again.err : sorted_kind(again.names, name);
+	held_release(dc, &again);
 	return ret;
 }

@@ -168,6 +168,34 @@ def test_a_name_too_long_for_a_repository_has_no_part_of_the_catalog(registry_fa
     assert "_catalog" not in m.log_text()
 
 
+def test_a_stale_part_answers_below_it_while_the_catalog_is_down(registry_factory,
+                                                                 mount_factory):
+    """The part of ns, stale once tag_ttl has passed, answers for ns/a while
+    the catalog cannot be reached, as a stale listing does: one warning
+    that the last listing is shown, no error per directory below it."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    for r in ["ns/a/x", "ns/a/y", "ns/b"]:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    proxy = FaultProxy(reg.url)
+    try:
+        m = mount_factory(opts=["insecure=" + proxy.host, "tag_ttl=1", "timeout=2",
+                                "retries=0"])
+        h = os.path.join(m.path, proxy.host)
+        assert set(os.listdir(os.path.join(h, "ns"))) == {"a", "b"}
+        t_warm = time.monotonic()
+        proxy.add(r"/v2/_catalog", "reset")
+        wait_for(lambda: time.monotonic() - t_warm > 1.2, 5, what="tag_ttl=1 to expire")
+        for _ in range(3):
+            assert set(os.listdir(os.path.join(h, "ns", "a"))) == {"x", "y"}
+        assert proxy.seen(r"/v2/_catalog")[-1].action == "reset"
+        log = m.log_text().splitlines()
+        assert not [ln for ln in log if "_catalog" in ln], log
+        assert len([ln for ln in log if "showing the last one" in ln]) == 1, log
+    finally:
+        proxy.stop()
+
+
 def byte_order_catalog(names, n=3):
     """/v2/_catalog as registries that sort it by bytes answer it (Harbor's
     SQL, ...; distribution sorts by path components): the names after
