@@ -201,7 +201,9 @@ static int list_namespace(struct tree *t, struct resolved *r, struct tree_dir *d
 			ret = cret;
 		goto out;
 	}
-	if (cret < 0 || catalog_kind(t, r->reg, r->name, false) == 1)
+	/* The name a repository? The part just read says (asked again, it
+	 * may be gone already: evicted by other listings). */
+	if (cret < 0 || in_sorted(&cat, r->name, strlen(r->name)))
 		tret = listing(t, r->reg, r->name, true, &tags);
 	/* Sub-repositories first; one that a tag shadows shows as ".name". */
 	if (cret == 0) {

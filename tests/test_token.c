@@ -595,6 +595,10 @@ static void test_jwt_malformed_and_capped(void)
 	/* At the cap and one byte past it: {"access":[],"pad":"xxx..."} */
 	for (int over = 0; over < 2; over++) {
 		char *payload = malloc(JWT_PAYLOAD_MAX + 2), *h, *p;
+		if (!payload) {
+			CHECK(payload != NULL);
+			break;
+		}
 		len = JWT_PAYLOAD_MAX + (size_t)over;
 		memcpy(payload, "{\"access\":[],\"pad\":\"", 20);
 		memset(payload + 20, 'x', len - 22);
