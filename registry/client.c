@@ -324,11 +324,35 @@ struct page_range {
 	const char *under;
 	size_t len;
 	char last[REF_NAME_MAX + 2];	/* asked from after it (first_page()) */
-	bool whole;	/* the registry ignored last=: every name is kept */
+	char prev[REF_NAME_MAX + 2];	/* the last name seen, last= at first */
+	bool bytes, paths;	/* the names so far ascend in byte, path order */
 	bool first;	/* no name seen yet */
+	bool whole;	/* read from the top: every name is kept */
 	bool seen;	/* a name that starts with @under seen */
 	bool below;	/* a name below "@under/" seen */
 };
+
+/* Do the names of page @arr (those @valid) go on ascending from
+ * rg->prev, in byte or path order? 1 yes; 0 its first name sorts before
+ * last= in both: the registry ignored last= and started from the top;
+ * -1 no: the catalog is not sorted (Quay's is in the order repositories
+ * were made), so no part of it can be read alone. */
+static int page_order(struct page_range *rg, json_t *arr, bool (*valid)(const char *))
+{
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const char *s = json_string_value(json_array_get(arr, i));
+
+		if (!s || !valid(s))
+			continue;
+		rg->bytes = rg->bytes && strcmp(rg->prev, s) < 0;
+		rg->paths = rg->paths && path_cmp(rg->prev, s) < 0;
+		if (!rg->bytes && !rg->paths)
+			return rg->first ? 0 : -1;
+		rg->first = false;
+		snprintf(rg->prev, sizeof(rg->prev), "%s", s);
+	}
+	return 1;
+}
 
 /* How @rg takes catalog name @s: 1 keep, 0 skip, -1 past the range.
  * The answer starts after rg->last in the order the registry sorts by:
@@ -340,21 +364,13 @@ struct page_range {
  * order before it). */
 static int range_take(struct page_range *rg, const char *s)
 {
-	bool first = rg && rg->first;
 	char c;
 
 	if (!rg || rg->whole)
 		return 1;
-	rg->first = false;
 	if (strncmp(s, rg->under, rg->len)) {
 		if (rg->seen)
 			return -1;
-		/* A first name before last= in both orders: the registry
-		 * ignored it and started from the top. Read it all. */
-		if (first && strcmp(s, rg->last) < 0 && path_cmp(s, rg->last) < 0) {
-			rg->whole = true;
-			return 1;
-		}
 		/* Past @under in both orders: it has no names. Else passed
 		 * over, until its names or one past it. */
 		return strcmp(s, rg->under) > 0 && path_cmp(s, rg->under) > 0 ? -1 : 0;
@@ -415,6 +431,7 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 		json_t *root, *arr;
 		size_t count;
 		bool past = false;
+		int order;
 
 		x.cap = REG_LIST_BYTES_MAX - total;
 		ret = do_routed(rc, &rq, rc->mirror_tags, 0, NULL, &x, err);
@@ -431,6 +448,23 @@ static int list_pages(struct regclient *rc, const char *registry, const char *re
 			snprintf(err->message, sizeof(err->message), "malformed %s listing", key);
 			ret = -EIO;
 			goto out_free;
+		}
+		/* A part from a registry that ignored last= is the whole
+		 * catalog from here; from one that does not sort it, the
+		 * whole catalog, asked again from the top. */
+		order = rg && !rg->whole ? page_order(rg, arr, valid) : 1;
+		if (order <= 0)
+			rg->whole = true;
+		if (order < 0) {
+			json_decref(root);
+			strlist_release(&l);
+			free(path);
+			path = first_page(rc, first, NULL);
+			if (!path) {
+				ret = -ENOMEM;
+				goto out_free;
+			}
+			continue;
 		}
 		for (size_t i = 0; i < json_array_size(arr) && !past; i++) {
 			const char *s = json_string_value(json_array_get(arr, i));
@@ -494,7 +528,8 @@ int regclient_list_tags(struct regclient *rc, const char *registry, const char *
 int regclient_list_catalog(struct regclient *rc, const char *registry, const char *under,
 			   struct strlist *out, bool *whole, struct reg_error *err)
 {
-	struct page_range rg = { .under = under, .len = under ? strlen(under) : 0, .first = true };
+	struct page_range rg = { .under = under, .len = under ? strlen(under) : 0,
+				 .bytes = true, .paths = true, .first = true };
 	int ret;
 
 	/* Nothing is at or below what cannot be a repository name: nothing
@@ -513,6 +548,7 @@ int regclient_list_catalog(struct regclient *rc, const char *registry, const cha
 	if (rg.len)
 		snprintf(rg.last, sizeof(rg.last), "%.*s%c~", (int)rg.len - 1, under,
 			 under[rg.len - 1] - 1);
+	memcpy(rg.prev, rg.last, sizeof(rg.prev));
 	/* Docker Hub names come back as library/x; the tree shows x too. */
 	ret = list_pages(rc, registry, NULL, CATALOG_SCOPE, "/v2/_catalog", "repositories",
 			 ref_valid_repository, rg.len ? &rg : NULL, out, err);

@@ -214,22 +214,68 @@ def byte_order_catalog(names, n=3):
     return answer
 
 
+def id_order_catalog(names, n=3):
+    """/v2/_catalog as Quay answers it: in the order the repositories were
+    made (by id), last= ignored, n to a page, a Link with a page token of
+    its own to the next page."""
+    def answer(path):
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        start = int(q.get("next_page", ["0"])[0])
+        page = names[start:start + n]
+        more = {}
+        if start + n < len(names):
+            more["Link"] = '</v2/_catalog?n=%d&next_page=%d>; rel="next"' % (n, start + n)
+        return json.dumps({"repositories": page}).encode(), more
+    return answer
+
+
+def catalog_proxy(reg, mount_factory, pushed, answer):
+    """Push @pushed (tag "1"), mount through a FaultProxy whose /v2/_catalog
+    is answer(path): (proxy, the registry's directory)."""
+    c = Client(reg.host)
+    for r in pushed:
+        push_artifact(c, r, ["1"], files=[("f", r.encode())])
+    proxy = FaultProxy(reg.url)
+    proxy.add(r"/v2/_catalog", "replace", body=answer, content_type="application/json",
+              digest=False)
+    try:
+        m = mount_factory(opts=["insecure=" + proxy.host])
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy, os.path.join(m.path, proxy.host)
+
+
+def test_parts_of_an_unsorted_catalog(registry_factory, mount_factory):
+    """A catalog in the order its repositories were made, that ignores
+    last=: its first name ("zz/last") is past big/tags, but the next is
+    before it: the catalog is not sorted, so no part of it can be read
+    alone. It is read whole, from the top, once: big/tags has its
+    sub-repository, and the top lists every name without asking again."""
+    names = ["zz/last", "big/tags/sub", "aaa/first", "big/tags", "fill/x", "big/tagsz",
+             "big/tags/sub/deeper"]
+    proxy, h = catalog_proxy(registry_factory(), mount_factory, ["big/tags", "big/tags/sub"],
+                             id_order_catalog(names))
+    try:
+        assert set(os.listdir(os.path.join(h, "big", "tags"))) == {"1", "sub"}
+        # The first page from last=, then the 3 pages from the top.
+        assert len(proxy.seen(r"/v2/_catalog")) == 1 + 3
+        assert set(os.listdir(h)) == {"aaa", "big", "fill", "zz"}
+        assert set(os.listdir(os.path.join(h, "big"))) == {"tags", "tagsz"}
+        assert len(proxy.seen(r"/v2/_catalog")) == 1 + 3
+    finally:
+        proxy.stop()
+
+
 def test_parts_of_a_catalog_sorted_by_bytes(registry_factory, mount_factory):
     """A catalog in byte order ("foo-bar" < "foo/x" < "foo0"), 3 names a page:
     a part is its own names, read from just before them; the part of a
     missing "foo-bar" (its next name "foo/x" sorts before it in path
     order) is empty, not the whole catalog: the top lists every name."""
     names = sorted(BIG_CATALOG + ["foo/x", "foo0"])
-    reg = registry_factory()
-    c = Client(reg.host)
-    for r in ["big/tags", "big/tags/sub", "foo/x"]:
-        push_artifact(c, r, ["1"], files=[("f", r.encode())])
-    proxy = FaultProxy(reg.url)
+    proxy, h = catalog_proxy(registry_factory(), mount_factory,
+                             ["big/tags", "big/tags/sub", "foo/x"], byte_order_catalog(names))
     try:
-        proxy.add(r"/v2/_catalog", "replace", body=byte_order_catalog(names),
-                  content_type="application/json", digest=False)
-        m = mount_factory(opts=["insecure=" + proxy.host])
-        h = os.path.join(m.path, proxy.host)
         assert set(ls_l_names(os.path.join(h, "big", "tags"))) == {"1", "sub"}
         # "big/tags", "big/tags-x", "big/tags.y" | "big/tags/sub", ... "big/tagsz"
         assert len(proxy.seen(r"/v2/_catalog")) == 2
