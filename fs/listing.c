@@ -213,8 +213,10 @@ static int list_namespace(struct tree *t, struct resolved *r, struct tree_dir *d
 	}
 	if (tret == 0)
 		ret = add_tags(t, d, &tags);
+	/* No tag list, and the catalog that would list what is below is
+	 * refused: refused too (as the registry's top is), not absent. */
 	else if (subs == 0)
-		ret = tret;
+		ret = tret == -ENOENT && cret == -EACCES ? cret : tret;
 out:
 	strlist_release(&cat);
 	strlist_release(&tags);

@@ -343,6 +343,14 @@ def test_refused_catalog_is_eacces_and_logged_once(registry_factory, mount_facto
         # Other paths keep working, by tag (no catalog needed).
         with open(os.path.join(h, "open", "repo", "1", "f.txt"), "rb") as f:
             assert f.read() == b"open\n"
+        # A repository lists its tags; a namespace, which only the catalog
+        # could list, is refused too. The refusal is the registry's, said
+        # once, not once per part of the catalog.
+        assert os.listdir(os.path.join(h, "open", "repo")) == ["1"]
+        for d in ("open", "other"):
+            with pytest.raises(OSError) as e:
+                os.listdir(os.path.join(h, d))
+            assert e.value.errno == errno.EACCES, d
         lines = [ln for ln in m.log_text().splitlines() if "refused" in ln]
         assert len(lines) == 1, lines
         assert proxy.host in lines[0] and "catalog" in lines[0] and "401" in lines[0], lines
