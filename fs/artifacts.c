@@ -667,6 +667,9 @@ static int tag_manifest(struct tree *t, const char *reg, const char *repo, const
 		if (same >= BLOBCACHE_REFETCH_MAX) {
 			log_msg(LOG_ERR, "%s: manifest hashes to %s but the registry says %s; "
 				"refused", what, got, rm->digest_header);
+			err->status = 200;	/* it answered */
+			snprintf(err->message, sizeof(err->message), "manifest does not hash "
+				 "to its digest");
 			return -EIO;
 		}
 		log_msg(LOG_WARNING, "%s: manifest hashes to %s but the registry says %s; "
@@ -711,6 +714,14 @@ static int tag_cached(struct tree *t, const char *reg, const char *repo, const c
 	return ret < 0 ? ret : 1;
 }
 
+/* Could the registry not say what repo:tag is (@ret, @err from asking)?
+ * Unreachable, or answering 5xx or 429; not a registry that answered
+ * with a manifest too big or that does not hash. */
+static bool cannot_say(int ret, const struct reg_error *err)
+{
+	return ret != -EFBIG && (err->status == 0 || err->status >= 500 || err->status == 429);
+}
+
 /* The last answer known (tag_cached()'s @stale) while the registry
  * cannot say: "not a tag" still, or the artifact of the last digest. */
 static int tag_stale(struct tree *t, const char *reg, const char *repo, const char *stale,
@@ -751,7 +762,9 @@ static int tag_fetch(struct tree *t, const char *reg, const char *repo, const ch
 		}
 		if (reg_not_shared(&err))
 			goto out_free;
-		if (stale && ret != -EACCES) {
+		/* A stale digest stands for any failure but a refusal; "not a
+		 * tag" only while the registry cannot say otherwise. */
+		if (stale && ret != -EACCES && (stale[0] || cannot_say(ret, &err))) {
 			if (tags_stale_warning_due(t, reg, repo, tag))
 				log_msg(stale[0] ? LOG_WARNING : LOG_DEBUG,
 					"%s: registry unavailable (%s); using cached %s", what,

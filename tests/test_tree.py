@@ -196,6 +196,31 @@ def test_a_stale_part_answers_below_it_while_the_catalog_is_down(registry_factor
         proxy.stop()
 
 
+def test_a_stale_not_a_tag_stands_only_while_the_registry_cannot_say(registry_factory,
+                                                                     mount_factory):
+    """sn/repo:2 was not a tag. Once tag_ttl has passed, the registry answers
+    it with a manifest over 4 MiB: an answer, not a registry that cannot be
+    reached, so "not a tag" no longer stands: EIO, as without it."""
+    reg = registry_factory()
+    c = Client(reg.host)
+    push_artifact(c, "sn/repo", ["1"], files=[("f", b"sn/repo")])
+    proxy = FaultProxy(reg.url)
+    try:
+        m = mount_factory(opts=["insecure=" + proxy.host, "tag_ttl=1", "retries=0"])
+        two = os.path.join(m.path, proxy.host, "sn", "repo", "2", "f")
+        with pytest.raises(FileNotFoundError):
+            os.stat(two)
+        t_cached = time.monotonic()
+        proxy.add(r"/v2/sn/repo/manifests/2", "replace", body=b" " * (5 << 20))
+        wait_for(lambda: time.monotonic() - t_cached > 1.2, 5, what="tag_ttl=1 to expire")
+        with pytest.raises(OSError) as e:
+            os.stat(two)
+        assert e.value.errno == errno.EIO, e.value
+        assert proxy.seen(r"/v2/sn/repo/manifests/2")[-1].action == "replace"
+    finally:
+        proxy.stop()
+
+
 def byte_order_catalog(names, n=3):
     """/v2/_catalog as registries that sort it by bytes answer it (Harbor's
     SQL, ...; distribution sorts by path components): the names after
