@@ -146,11 +146,12 @@ def measure(binary, work, reg, proxy, label, native):
             mark = reg.mark()
             try:
                 dt, lines = timed(["ls", "-l", os.path.join(m.path, reg.host, rel)])
-                out[what] = "%.2f s, %d requests, %d lines" % (
+                line = "%.2f s, %d requests, %d lines" % (
                     dt, reg.count(None, ".*", since=mark), lines)
                 if rel == "scale/tags":
-                    out[what] += " (%.1fx native ls -l of %d local dirs, %.3f s)" % (
+                    line += " (%.1fx native ls -l of %d local dirs, %.3f s)" % (
                         dt / native, TAGS, native)
+                out[what] = line
             except subprocess.TimeoutExpired:
                 out[what] = "over %.0f s (stopped), %d requests so far" % (
                     TIMEOUT, reg.count(None, ".*", since=mark))
