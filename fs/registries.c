@@ -16,9 +16,6 @@
 #include "lrumap.h"
 #include "tree_impl.h"
 
-/* Registries met, beyond those given: a mount asked for names on the
- * command line of every tool run in it may meet many. */
-
 /* A registry met. One that stopped answering (refused, unreachable,
  * timed out) is not asked again until @until, so that stale answers and
  * cached blobs are served at once instead of after a timeout per FUSE
@@ -73,6 +70,8 @@ int registries_new(const char *const *names, size_t max, struct registries **out
 	if (!r)
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
+	/* Registries met, beyond those given: a mount asked for names on
+	 * the command line of every tool run in it may meet many. */
 	if (lrumap_init(&r->met, max, 0) < 0)
 		goto out_free;
 	for (size_t i = 0; names && names[i]; i++)
