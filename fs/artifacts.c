@@ -742,7 +742,7 @@ static int tag_fetch(struct tree *t, const char *reg, const char *repo, const ch
 		     bool *repo_exists, struct reg_error *why)
 {
 	struct reg_manifest rm = { 0 };
-	struct reg_error err;
+	struct reg_error err = { 0 };	/* not every failure says why */
 	char got[72];
 	int ret;
 

@@ -317,6 +317,11 @@ static int resolve_once(struct tree *t, const char *path, unsigned flags, struct
 		x->ref = ref;
 		x->k = k;
 		join(x->name, sizeof(x->name), c, 1, k + 1, true);
+		/* Too long for a repository name: so are the longer ones. */
+		if (!ref_valid_repository(x->name)) {
+			invalid = true;
+			break;
+		}
 		if (strncmp(ref, "sha256:", 7) && !is_repo_candidate(t, r->reg, x->name))
 			continue;
 		int kn = artifact_known(t, r->reg, x->name, ref);

@@ -166,6 +166,14 @@ def test_a_name_too_long_for_a_repository_has_no_part_of_the_catalog(registry_fa
         os.listdir(os.path.join(h, "a" * 200, "b" * 100))
     assert reg.count("GET", r"/v2/_catalog.*", since=mark) == 0
     assert "_catalog" not in m.log_text()
+    # Nor is a{200}/b{100} a repository (with tag c), or a{200}/b{100}/c
+    # (with tag d): not asked, nothing logged, ENOENT (a{200}:b{100}, a
+    # valid reading, is asked: 404).
+    for p in [("a" * 200, "b" * 100, "c"), ("a" * 200, "b" * 100, "c", "d")]:
+        with pytest.raises(FileNotFoundError):
+            os.stat(os.path.join(h, *p))
+    assert reg.count(None, r"/v2/a{200}/b.*", since=mark) == 0
+    assert m.log_text() == "", m.log_text()
 
 
 def test_a_stale_part_answers_below_it_while_the_catalog_is_down(registry_factory,
