@@ -1,8 +1,10 @@
 /* registries.c - owns the registries shown in / (given and answered) and
  * those that stopped answering. Registries met while the mount runs are
- * one hashed table (lrumap.h) of at most -o registries_max, the least
- * recently used dropped first: a dropped one leaves / until it answers
- * again, and a silent one is asked again. registries.lock guards the table
+ * two hashed tables (lrumap.h) of at most -o registries_max each, the
+ * least recently used dropped first: those that have answered (a dropped
+ * one leaves / until it answers again), and those silent that never did
+ * (a dropped one is asked again), so that names that lead nowhere never
+ * push a working registry out of /. registries.lock guards the tables
  * and every entry; the given names are read-only. */
 #include "registries.h"
 
@@ -31,7 +33,8 @@ struct regent {
 struct registries {
 	pthread_mutex_t lock;
 	struct strlist given;	/* shown in / from the start; read-only */
-	struct lrumap met;	/* lock: struct regent */
+	struct lrumap met;	/* lock: struct regent, answered */
+	struct lrumap quiet;	/* lock: struct regent, silent, never answered */
 };
 
 #define REG_KEY(reg) ((struct lrukey){ { (reg) }, 1 })
@@ -72,7 +75,7 @@ int registries_new(const char *const *names, size_t max, struct registries **out
 	pthread_mutex_init(&r->lock, NULL);
 	/* Registries met, beyond those given: a mount asked for names on
 	 * the command line of every tool run in it may meet many. */
-	if (lrumap_init(&r->met, max, 0) < 0)
+	if (lrumap_init(&r->met, max, 0) < 0 || lrumap_init(&r->quiet, max, 0) < 0)
 		goto out_free;
 	for (size_t i = 0; names && names[i]; i++)
 		if (!names_have(&r->given, names[i]) && names_add(&r->given, names[i]) < 0)
@@ -89,27 +92,35 @@ void registries_free(struct registries *r)
 	if (!r)
 		return;
 	lrumap_release(&r->met, regent_free);
+	lrumap_release(&r->quiet, regent_free);
 	strlist_release(&r->given);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
 
-/* The entry for @reg, made the most recently used; created if @create.
- * NULL if none (or short of memory). r->lock held. */
-static struct regent *regent_get(struct registries *r, const char *reg, bool create)
+/* The entry for @reg, answered or not, made the most recently used of
+ * its table; NULL if none. r->lock held. */
+static struct regent *regent_find(struct registries *r, const char *reg)
 {
 	struct lrukey k = REG_KEY(reg);
 	struct regent *e = (struct regent *)lrumap_get(&r->met, &k);
 
-	if (e || !create)
-		return e;
-	e = calloc(1, sizeof(*e));
-	if (!e || lrumap_node_init(&r->met, &e->node, &k, sizeof(*e)) < 0) {
+	return e ? e : (struct regent *)lrumap_get(&r->quiet, &k);
+}
+
+/* A new entry for @reg in @m (where it is not), the least recently used
+ * dropped beyond the bound; NULL short of memory. r->lock held. */
+static struct regent *regent_add(struct lrumap *m, const char *reg)
+{
+	struct lrukey k = REG_KEY(reg);
+	struct regent *e = calloc(1, sizeof(*e));
+
+	if (!e || lrumap_node_init(m, &e->node, &k, sizeof(*e)) < 0) {
 		free(e);
 		return NULL;
 	}
-	lrumap_add(&r->met, &e->node);
-	for (struct lrumap_node *n = lrumap_trim(&r->met, &e->node), *next; n; n = next) {
+	lrumap_add(m, &e->node);
+	for (struct lrumap_node *n = lrumap_trim(m, &e->node), *next; n; n = next) {
 		next = n->next;
 		regent_free(n);
 	}
@@ -118,10 +129,21 @@ static struct regent *regent_get(struct registries *r, const char *reg, bool cre
 
 void registries_visit(struct registries *r, const char *reg)
 {
-	struct regent *e;
+	struct lrukey k = REG_KEY(reg);
+	struct regent *e, *q;
 
 	pthread_mutex_lock(&r->lock);
-	e = regent_get(r, reg, true);
+	e = (struct regent *)lrumap_get(&r->met, &k);
+	if (!e) {
+		/* Silent until now: it moves to the registries shown (what it
+		 * said while silent is over; reg_outcome() follows). */
+		q = (struct regent *)lrumap_peek(&r->quiet, &k);
+		if (q) {
+			lrumap_del(&r->quiet, &q->node);
+			regent_free(&q->node);
+		}
+		e = regent_add(&r->met, reg);
+	}
 	if (e)
 		e->answered = true;
 	pthread_mutex_unlock(&r->lock);
@@ -152,7 +174,7 @@ bool registries_answered(struct registries *r, const char *reg)
 	bool answered;
 
 	pthread_mutex_lock(&r->lock);
-	e = regent_get(r, reg, false);
+	e = regent_find(r, reg);
 	answered = e && e->answered;
 	pthread_mutex_unlock(&r->lock);
 	return answered;
@@ -178,7 +200,7 @@ int reg_gate(struct tree *t, const char *reg, struct reg_error *err)
 	if (regclient_mirror_count(t->rc, reg))
 		return 0;
 	pthread_mutex_lock(&rs->lock);
-	e = regent_get(rs, reg, false);
+	e = regent_find(rs, reg);
 	if (e && e->until > tree_now()) {
 		memset(err, 0, sizeof(*err));
 		snprintf(err->message, sizeof(err->message), "%.400s; not asked again for %lds",
@@ -229,10 +251,10 @@ void reg_outcome(struct tree *t, const char *reg, int ret, const struct reg_erro
 	if (ret == -EBADMSG || regclient_mirror_count(t->rc, reg))
 		return;
 	pthread_mutex_lock(&rs->lock);
-	e = regent_get(rs, reg, false);
+	e = regent_find(rs, reg);
 	if (!e && silent) {
 		split = split_at_colon(rs, reg);
-		e = regent_get(rs, reg, true);
+		e = regent_add(&rs->quiet, reg);
 	}
 	if (e) {
 		e->until = silent ? tree_now() + t->down_window : 0;

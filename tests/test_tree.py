@@ -512,6 +512,20 @@ def test_registries_max_bounds_the_registries_listed(mount_factory):
         regs.stop()
 
 
+def test_names_that_lead_nowhere_do_not_push_registries_out_of_root(registry_factory,
+                                                                     mount_factory):
+    """-o registries_max=2: two registries answer, then ten names that lead
+    nowhere (closed ports) are looked up: the two are still listed in /."""
+    regs = [registry_factory() for _ in range(2)]
+    m = mount_factory(opts=["timeout=2", "retries=0", "registries_max=2"])
+    for r in regs:
+        os.listdir(os.path.join(m.path, r.host))
+    for _ in range(10):
+        with pytest.raises(OSError):
+            os.listdir(os.path.join(m.path, "127.0.0.1:%d" % closed_port()))
+    assert set(os.listdir(m.path)) == {r.host for r in regs}
+
+
 def test_resolution_is_thread_safe(registry_factory, mount_factory):
     """16 threads resolve distinct paths (xattrs always reach the daemon) tens
     of thousands of times: every answer is the right one."""
