@@ -376,8 +376,13 @@ static int oc_release(const char *path, struct fuse_file_info *fi)
 
 static int oc_getxattr(const char *path, const char *name, char *value, size_t size)
 {
-	/* The kernel asks for security.* and ACLs on every lookup: answer
-	 * without resolving the path. */
+	/* Only user.oci.* names exist, answered without resolving the path.
+	 * Other namespaces (security.*, the system.* ACLs, trusted.*) are
+	 * not supported, and saying so, not "no such attribute", lets `ls
+	 * -l` stop asking after the first entry (coreutils remembers it per
+	 * device); ENODATA cost three round trips per entry. */
+	if (strncmp(name, "user.", 5) != 0)
+		return -EOPNOTSUPP;
 	if (strncmp(name, "user.oci.", 9) != 0)
 		return -ENODATA;
 	if (caller_admit(path) < 0)
